@@ -1,0 +1,353 @@
+"""Typed configuration of models, losses, training and preprocessing.
+
+Every modelling choice in which the MORSE paper and its released code differ is a field here; the presets
+``paper``, ``reference`` and ``fast`` (YAML files under ``configs/presets``) are named bundles of those fields.
+
+A config file is YAML. ``extends: other.yaml`` (a path relative to the file) deep-merges the file onto another one,
+so an experiment states only what it changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+
+@dataclass
+class BackboneConfig:
+    """The segmentation network whose decoder features are the experts.
+
+    name: ``unet2d`` (paper's 2D UNet, 5 experts), ``unet3d`` (3 experts), ``unetr`` (3 experts),
+    ``transunet`` (R50-ViT-B/16 hybrid, 3 experts).
+    features: channel widths (UNets: 5 encoder levels + final decoder width, MONAI BasicUNet convention).
+    img_size: fixed input size in voxels/pixels for the transformer backbones (UNETR, TransUNet).
+    """
+
+    name: Literal["unet2d", "unet3d", "unetr", "transunet"] = "unet2d"
+    in_channels: int = 1
+    features: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 16])
+    norm: Literal["batch", "instance"] = "batch"
+    dropout: float = 0.0
+    img_size: list[int] | None = None
+    # UNETR / TransUNet transformer sizes
+    hidden_size: int = 768
+    mlp_dim: int = 3072
+    num_heads: int = 12
+    num_layers: int = 12
+    feature_size: int = 16
+    pretrained: str | None = None  # local file with encoder weights (never downloaded)
+
+
+@dataclass
+class RoutingConfig:
+    """Stochastic expert routing, applied in training mode only.
+
+    mode ``bernoulli`` (paper): every expert of every sample is dropped independently with probability ``alpha``.
+    mode ``uniform_count`` (released code): draw k uniformly from {0..max_drop}, drop k distinct experts for the
+    whole batch. ``probability``: chance that routing is applied at all in an iteration (released UNETR code: 0.1).
+    ``renormalize``: rescale the kept gate weights to sum to 1 (a sample whose experts are all dropped gets 0).
+    """
+
+    mode: Literal["none", "bernoulli", "uniform_count"] = "bernoulli"
+    alpha: float = 0.7
+    max_drop: int | None = None  # default N-1
+    renormalize: bool = True
+    probability: float = 1.0
+
+
+@dataclass
+class SMoEConfig:
+    """Point features for the rendering head.
+
+    kind ``smoe``: stochastic mixture of the decoder experts with a gating network.
+    kind ``plain``: the same per-expert projections, concatenated and fused without gating (the non-MoE multi-scale
+    feature extractor of the PointRend/IAR-only baselines).
+    gating ``pointwise``: 1×1 gating (exactly evaluable at points only); ``dense``: gating convolutions with
+    ``gating_kernel`` over the full-resolution stack of experts (paper / released code; expensive).
+    """
+
+    kind: Literal["smoe", "plain"] = "smoe"
+    expert_dim: int = 256
+    expert_layers: int = 2
+    gating: Literal["pointwise", "dense"] = "pointwise"
+    gating_kernel: int = 1
+    gating_widths: list[int] = field(default_factory=lambda: [256])
+    gating_norm: Literal["batch", "none"] = "none"
+    gating_final_relu: bool = False
+    fusion_widths: list[int] = field(default_factory=lambda: [256, 256])
+    out_dim: int = 256
+    fusion_dropout: float = 0.0
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+
+
+@dataclass
+class PositionalEncodingConfig:
+    """Fourier positional encoding PE(p) = [sin(2π(2p-1)B), cos(2π(2p-1)B)], B of shape (dims, L).
+
+    init: ``gaussian`` (N(0, scale²), paper) or ``uniform`` (U[0, scale), released code).
+    """
+
+    num_frequencies: int = 128
+    init: Literal["gaussian", "uniform"] = "gaussian"
+    scale: float = 1.0
+    trainable: bool = True
+
+
+@dataclass
+class PointHeadConfig:
+    """Point-rendering head and its point selection.
+
+    head ``implicit`` (IAR: positional encoding + MLP) or ``standard`` (PointRend MLP, no encoding).
+    Training: ``oversample`` × ``train_points`` uniform candidates, the ``importance`` fraction most uncertain kept,
+    the rest uniform. Inference: ``subdivision_steps`` rounds, each replacing the logits of the ``test_points``
+    most uncertain pixels/voxels (``upsample``: PointRend's 2× upsampling before each round).
+    """
+
+    head: Literal["implicit", "standard"] = "implicit"
+    pe: PositionalEncodingConfig = field(default_factory=PositionalEncodingConfig)
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    coarse_each_layer: bool = True
+    detach_coarse: bool = False
+    train_points: int = 2048
+    oversample: int = 3
+    importance: float = 0.75
+    test_points: int = 8192
+    subdivision_steps: int = 2
+    upsample: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """A backbone, optionally with point features (``features``) and a point head (``point_head``).
+
+    ``features`` and ``point_head`` are either both set (a MORSE/PointRend model) or both ``None`` (backbone alone).
+    """
+
+    num_classes: int = 9
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    features: SMoEConfig | None = field(default_factory=SMoEConfig)
+    point_head: PointHeadConfig | None = field(default_factory=PointHeadConfig)
+
+    @property
+    def spatial_dims(self) -> int:
+        return 2 if self.backbone.name in ("unet2d", "transunet") else 3
+
+    @property
+    def has_point_head(self) -> bool:
+        return self.point_head is not None and self.features is not None
+
+
+@dataclass
+class IntensityConfig:
+    """``window``: clip to [low, high] then scale to [0, 1] (CT, Hounsfield units).
+    ``zscore``: per-volume (x - mean) / std over nonzero voxels (MR)."""
+
+    mode: Literal["window", "zscore"] = "window"
+    low: float = -125.0
+    high: float = 275.0
+
+
+@dataclass
+class PreprocessingConfig:
+    """What the model pack expects of a volume.
+
+    orientation: closest-axis orientation of the array axes, as the 3-letter code of the axes' positive directions in
+    ITK convention (``LPS`` = i→left, j→posterior, k→superior). Reached by axis permutation/flips only (exact).
+    spacing: model voxel size in mm, (x, y, z) order. For 2D models the z entry is ignored (slices stay slices).
+    """
+
+    orientation: str = "LPS"
+    spacing: list[float] = field(default_factory=lambda: [2.0, 2.0, 2.0])
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+
+
+@dataclass
+class LossConfig:
+    """L_total = sup_scale·(ce_weight·CE + dice_weight·Dice) + λ_t·L_rend.
+
+    awa ``paper``: λ_t = rend_weight·1{t>T/2}·(t−T/2)/T; ``reference`` (released code): λ_t = 1{t>T/2}·(t−T/2)/T;
+    ``constant``: λ_t = rend_weight.
+    """
+
+    ce_weight: float = 1.0
+    dice_weight: float = 1.0
+    sup_scale: float = 1.0
+    rend_weight: float = 0.1
+    awa: Literal["paper", "reference", "constant"] = "paper"
+
+
+@dataclass
+class AugmentConfig:
+    flip: float = 0.5
+    rot90: float = 0.5
+    rotate: float = 0.25
+    rotate_degrees: float = 20.0
+    scale: float = 0.25
+    scale_range: list[float] = field(default_factory=lambda: [0.85, 1.15])
+    intensity: float = 0.25
+    intensity_shift: float = 0.1
+    intensity_scale: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    """Training data: an nnU-Net/MSD raw folder, a Synapse (TransUNet) folder, or a file list.
+
+    ``dataset`` may be a path or ``registry:<name>`` (built on demand from the sha256-verified registry cases).
+    """
+
+    dataset: str = "registry:abdomen-ct-synapse8"
+    format: Literal["nnunet", "synapse", "filelist"] = "nnunet"
+    train_cases: list[str] | None = None
+    val_cases: list[str] | None = None
+    patch_size: list[int] = field(default_factory=lambda: [160, 160])
+    foreground_fraction: float = 0.67
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class TrainConfig:
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 5e-4
+    end_lr: float = 0.0
+    poly_power: float = 0.9
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    iterations: int = 2000
+    batch_size: int = 4
+    seed: int = 1337
+    amp: bool = True  # bf16 autocast on CUDA only
+    grad_clip: float | None = 12.0
+    num_workers: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 250
+    val_every: int = 0
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain dicts/lists (JSON/YAML-serialisable)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass type inside ``X | None`` / ``X``, if any."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys are an error that names the key and the allowed ones."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        sub = _dataclass_in(hints[key])
+        if sub is not None and isinstance(value, dict):
+            kwargs[key] = from_dict(sub, value, f"{where}.{key}" if where else key)
+        else:
+            kwargs[key] = copy.deepcopy(value)
+    obj = cls(**kwargs)
+    _check_literals(obj, hints, where)
+    return obj
+
+
+def _check_literals(obj: Any, hints: dict[str, Any], where: str) -> None:
+    for f in dataclasses.fields(obj):
+        tp = hints[f.name]
+        choices: tuple = ()
+        if typing.get_origin(tp) is Literal:
+            choices = typing.get_args(tp)
+        value = getattr(obj, f.name)
+        if choices and value not in choices:
+            name = f"{where}.{f.name}" if where else f.name
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` merged into a copy of ``base``; mappings merge recursively, everything else replaces.
+
+    A mapping value of ``None`` replaces the whole entry (used to switch a head off: ``point_head: null``).
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML config and resolve its ``extends`` chain (relative paths, cycles refused)."""
+    import yaml
+
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"config 'extends' cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    parent = data.pop("extends", None)
+    if parent:
+        base = load_yaml_tree(path.parent / parent, (*_seen, path))
+        data = deep_merge(base, data)
+    return data
+
+
+def load_experiment(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a YAML file (with ``extends``) and optional dict overrides."""
+    tree = load_yaml_tree(path)
+    if overrides:
+        tree = deep_merge(tree, overrides)
+    try:
+        return from_dict(ExperimentConfig, tree)
+    except TypeError as exc:  # wrong value shapes that dataclass construction rejects
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def model_config_from_dict(data: dict) -> ModelConfig:
+    return from_dict(ModelConfig, data, "model")

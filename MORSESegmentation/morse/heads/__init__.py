@@ -1,0 +1,1 @@
+"""Heads of MORSE: point operations, stochastic mixture of experts, point-rendering head."""

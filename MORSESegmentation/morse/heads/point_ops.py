@@ -1,0 +1,177 @@
+"""Point operations of the rendering head, for 2D and 3D alike.
+
+Conventions (shared by every function here):
+
+- Feature maps are channel-first tensors ``(B, C, *S)`` with ``S = (H, W)`` or ``(D, H, W)``.
+- Point coordinates are continuous, normalised to ``[0, 1]`` over the map's extent, shape ``(B, P, n)`` with the
+  **fastest axis first** (x = W axis, then y = H, then z = D), the order of ``torch.nn.functional.grid_sample``.
+  The centre of cell ``(k, j, i)`` is ``((i + 0.5) / W, (j + 0.5) / H, (k + 0.5) / D)``.
+- Interpolation follows ``interpolate(..., align_corners=False)`` with border clamping, so sampling a map at a
+  cell centre returns that cell exactly, and sampling a low-resolution map at a high-resolution cell centre returns
+  what ``interpolate`` would have produced there.
+- Flat indices run over ``prod(S)`` in C order (x fastest); :func:`indices_to_coords` unravels them over **all** axes
+  (the released 3D code wrapped them modulo H·W, which put refined logits into the wrong depth slab).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+
+def uncertainty(logits: Tensor) -> Tensor:
+    """Second-largest minus largest logit over class axis 1: ``(B, C, ...) -> (B, ...)``; ≤ 0, higher = less sure."""
+    top2 = logits.topk(2, dim=1).values
+    return top2[:, 1] - top2[:, 0]
+
+
+def _axis_lookup(coords: Tensor, sizes: tuple[int, ...]) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per spatial axis (in tensor order D, H, W): lower index, upper index, weight of the upper one. Each (B, P)."""
+    out = []
+    for axis, size in enumerate(sizes):
+        c = coords[..., len(sizes) - 1 - axis]  # tensor axis `axis` is coordinate n-1-axis (x is last axis)
+        src = (c * size - 0.5).clamp(0, size - 1)
+        lo = src.floor().long().clamp(max=size - 1)
+        hi = (lo + 1).clamp(max=size - 1)
+        out.append((lo, hi, src - lo.to(src.dtype)))
+    return out
+
+
+def _flat_index(per_axis: list[Tensor], sizes: tuple[int, ...]) -> Tensor:
+    index = per_axis[0]
+    for idx, size in zip(per_axis[1:], sizes[1:]):
+        index = index * size + idx
+    return index
+
+
+def sample_points(
+    feature: Tensor,
+    coords: Tensor,
+    mode: str = "linear",
+    fn: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Sample ``feature (B, C, *S)`` at ``coords (B, P, n)`` → ``(B, C', P)``.
+
+    mode ``linear`` is bilinear (2D) / trilinear (3D); ``nearest`` picks the containing cell.
+    ``fn``, a per-cell function on channel-first tensors ``(B, C, M) -> (B, C', M)`` (e.g. an expert MLP), is applied
+    to the gathered corner cells *before* blending, which equals applying it to the whole map and then interpolating,
+    at a cost of ``2^n·P`` evaluations instead of ``prod(S)``.
+    """
+    sizes = tuple(feature.shape[2:])
+    b, c = feature.shape[:2]
+    flat = feature.reshape(b, c, -1)
+    p = coords.shape[1]
+    if mode == "nearest":
+        per_axis = []
+        for axis, size in enumerate(sizes):
+            x = coords[..., len(sizes) - 1 - axis]
+            per_axis.append((x * size).floor().long().clamp(0, size - 1))
+        index = _flat_index(per_axis, sizes)
+        values = flat.gather(2, index.unsqueeze(1).expand(-1, c, -1))
+        return fn(values) if fn is not None else values
+    if mode != "linear":
+        raise ValueError(f"unknown sampling mode {mode!r}")
+    lookup = _axis_lookup(coords, sizes)
+    corners = list(itertools.product((0, 1), repeat=len(sizes)))
+    indices, weights = [], []
+    for corner in corners:
+        per_axis = [lookup[a][1] if bit else lookup[a][0] for a, bit in enumerate(corner)]
+        w = torch.ones_like(lookup[0][2])
+        for a, bit in enumerate(corner):
+            frac = lookup[a][2]
+            w = w * (frac if bit else 1 - frac)
+        indices.append(_flat_index(per_axis, sizes))
+        weights.append(w)
+    index = torch.cat(indices, dim=1)  # (B, K·P)
+    gathered = flat.gather(2, index.unsqueeze(1).expand(-1, c, -1))  # (B, C, K·P)
+    if fn is not None:
+        gathered = fn(gathered)
+    gathered = gathered.reshape(b, gathered.shape[1], len(corners), p)
+    weight = torch.stack(weights, dim=1).to(gathered.dtype).unsqueeze(1)  # (B, 1, K, P)
+    return (gathered * weight).sum(dim=2)
+
+
+def most_uncertain_indices(logits: Tensor, num_points: int) -> Tensor:
+    """Flat indices ``(B, N)`` of the ``num_points`` most uncertain cells of ``logits (B, C, *S)``, most first."""
+    u = uncertainty(logits).flatten(1)
+    return u.topk(min(num_points, u.shape[1]), dim=1).indices
+
+
+def indices_to_coords(indices: Tensor, spatial_shape: tuple[int, ...]) -> Tensor:
+    """Cell-centre coordinates ``(B, N, n)`` (x first, in [0, 1]) of flat C-order indices ``(B, N)`` over ``S``."""
+    coords = []
+    rest = indices
+    for size in reversed(spatial_shape):  # x (last axis) first
+        coords.append(((rest % size).to(torch.float32) + 0.5) / size)
+        rest = torch.div(rest, size, rounding_mode="floor")
+    return torch.stack(coords, dim=-1)
+
+
+def gather_cells(feature: Tensor, indices: Tensor) -> Tensor:
+    """Values ``(B, C, N)`` of ``feature (B, C, *S)`` at flat indices ``(B, N)``."""
+    b, c = feature.shape[:2]
+    return feature.reshape(b, c, -1).gather(2, indices.unsqueeze(1).expand(-1, c, -1))
+
+
+def scatter_cells(feature: Tensor, indices: Tensor, values: Tensor) -> Tensor:
+    """Copy of ``feature (B, C, *S)`` whose cells at flat ``indices (B, N)`` are replaced by ``values (B, C, N)``."""
+    b, c = feature.shape[:2]
+    flat = feature.reshape(b, c, -1).clone()
+    flat.scatter_(2, indices.unsqueeze(1).expand(-1, c, -1), values.to(flat.dtype))
+    return flat.reshape(feature.shape)
+
+
+def random_coords(batch: int, num: int, dims: int, generator: torch.Generator | None, device) -> Tensor:
+    """Uniform coordinates ``(B, num, dims)`` in [0, 1), drawn from ``generator`` (on its device) then moved."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(batch, num, dims, generator=generator, device=gen_device).to(device)
+
+
+def select_uncertain(candidates: Tensor, candidate_uncertainty: Tensor, num: int) -> Tensor:
+    """The ``num`` candidates ``(B, M, n)`` with the highest uncertainty ``(B, M)`` → ``(B, num, n)``."""
+    idx = candidate_uncertainty.topk(num, dim=1).indices
+    return candidates.gather(1, idx.unsqueeze(-1).expand(-1, -1, candidates.shape[-1]))
+
+
+@torch.no_grad()
+def select_training_points(
+    coarse_logits: Tensor,
+    num_points: int,
+    oversample: int,
+    importance: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """PointRend's training-time point choice on ``coarse_logits (B, C, *S)`` → coordinates ``(B, num_points, n)``.
+
+    ``oversample·num_points`` uniform candidates; the logits are interpolated *at* the candidates before the
+    uncertainty is taken (interpolating an uncertainty map is wrong between two confident cells of opposite class);
+    the ``importance·num_points`` most uncertain candidates are kept and the rest are fresh uniform points.
+    """
+    b, dims = coarse_logits.shape[0], coarse_logits.dim() - 2
+    device = coarse_logits.device
+    num_important = round(importance * num_points)
+    num_candidates = max(oversample * num_points, num_important)
+    candidates = random_coords(b, num_candidates, dims, generator, device)
+    cand_unc = uncertainty(sample_points(coarse_logits.float(), candidates))
+    chosen = select_uncertain(candidates, cand_unc, num_important)
+    fresh = random_coords(b, num_points - num_important, dims, generator, device)
+    return torch.cat([chosen, fresh], dim=1)
+
+
+def grid_coords(spatial_shape: tuple[int, ...], stride: int, device=None) -> tuple[Tensor, tuple[int, ...]]:
+    """Cell centres of every ``stride``-th cell: coordinates ``(1, N, n)`` and the strided grid shape."""
+    axes = [torch.arange(0, size, stride, device=device) for size in spatial_shape]
+    grid_shape = tuple(len(a) for a in axes)
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    coords = [(m.reshape(-1).float() + 0.5) / size for m, size in zip(mesh, spatial_shape)]
+    return torch.stack(coords[::-1], dim=-1).unsqueeze(0), grid_shape
+
+
+def upsample_like(x: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Bi/trilinear resize of ``x (B, C, *S)`` to ``size`` (align_corners=False)."""
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)

@@ -1,0 +1,152 @@
+"""Stochastic mixture of decoder experts (SMoE): the point features of the rendering head.
+
+Model (per expert k with native map E_k of shape (B, C_k, *S_k)):
+
+    e_k   = MLP_k(E_k)                     at the expert's native resolution
+    ê_k   = resize(e_k → target grid)      bi/trilinear, align_corners=False
+    w     = softmax_k(G([ê_1 … ê_N]))      gating network G; one weight per expert per cell
+    x_out = F(Σ_k w_k ê_k)                 fusion MLP
+
+``at_points`` evaluates this exactly at arbitrary continuous points without building any full-resolution map when
+the gating is point-wise (1×1): MLP_k is applied to the 2^n native cells around each point before blending (or to the
+whole native map when that is smaller), which equals resize-then-sample because both are the same linear
+interpolation of the same per-cell values. With ``gating="dense"`` (k×k convolutions, paper / released code) the
+gate needs neighbourhoods, so the dense maps are built and sampled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..config import SMoEConfig
+from .layers import ChannelMLP, batch_norm_nd, conv_nd
+from .point_ops import sample_points, upsample_like
+from .routing import apply_keep_mask, draw_keep_mask
+
+
+class DenseGate(nn.Module):
+    """Gating convolutions ``k×k(×k)`` over the stacked experts: ``(B, N·d, *S) → (B, N, *S)`` logits."""
+
+    def __init__(self, in_dim: int, widths: list[int], kernel: int, spatial_dims: int, norm: str, final_relu: bool):
+        super().__init__()
+        conv, bn = conv_nd(spatial_dims), batch_norm_nd(spatial_dims)
+        layers: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            is_last = i == len(widths) - 1
+            use_norm = norm == "batch" and (not is_last or final_relu)
+            layers.append(conv(in_dim, width, kernel, padding=kernel // 2, bias=not use_norm))
+            if use_norm:
+                layers.append(bn(width))
+            if not is_last or final_relu:
+                layers.append(nn.ReLU(inplace=True))
+            in_dim = width
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class PointwiseGate(nn.Module):
+    """1×1 gating MLP, usable on grids and point sets alike: ``(B, N·d, *) → (B, N, *)`` logits."""
+
+    def __init__(self, in_dim: int, widths: list[int], norm: str, final_relu: bool):
+        super().__init__()
+        self.mlp = ChannelMLP(in_dim, widths, last_act=final_relu, norm=norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x)
+
+
+class SMoE(nn.Module):
+    """SMoE (``kind="smoe"``) or the plain multi-scale extractor without gating (``kind="plain"``).
+
+    Args:
+        expert_channels: channels C_k of the backbone's expert maps, coarse to fine.
+        cfg: widths, gating form and routing (:class:`morse.config.SMoEConfig`).
+        spatial_dims: 2 or 3.
+    """
+
+    def __init__(self, expert_channels: list[int], cfg: SMoEConfig, spatial_dims: int):
+        super().__init__()
+        self.cfg = cfg
+        self.spatial_dims = spatial_dims
+        self.num_experts = len(expert_channels)
+        d = cfg.expert_dim
+        self.experts = nn.ModuleList(ChannelMLP(c, [d] * cfg.expert_layers) for c in expert_channels)
+        n = self.num_experts
+        self.gate: nn.Module | None = None
+        if cfg.kind == "smoe":
+            widths = [*cfg.gating_widths, n]
+            if cfg.gating == "dense":
+                self.gate = DenseGate(
+                    n * d, widths, cfg.gating_kernel, spatial_dims, cfg.gating_norm, cfg.gating_final_relu
+                )
+            else:
+                self.gate = PointwiseGate(n * d, widths, cfg.gating_norm, cfg.gating_final_relu)
+        fused_dim = d if cfg.kind == "smoe" else n * d
+        self.fusion = ChannelMLP(fused_dim, cfg.fusion_widths) if cfg.fusion_widths else nn.Identity()
+        fusion_out = cfg.fusion_widths[-1] if cfg.fusion_widths else fused_dim
+        self.dropout = nn.Dropout(cfg.fusion_dropout) if cfg.fusion_dropout > 0 else nn.Identity()
+        self.project = ChannelMLP(fusion_out, [cfg.out_dim], last_act=False)
+        self.out_dim = cfg.out_dim
+        self.generator: torch.Generator | None = None  # set by the trainer for reproducible routing
+
+    @property
+    def sparse_exact(self) -> bool:
+        """True when :meth:`at_points` needs no full-resolution map (point-wise gating or no gating)."""
+        return self.cfg.kind == "plain" or self.cfg.gating == "pointwise"
+
+    # -- shared pieces -------------------------------------------------------------------------------------------------
+
+    def _mix(self, feats: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        """Per-cell gate and weighted sum of expert features ``[(B, d, *)]`` → fused, weights ``(B, N, *)``."""
+        if self.cfg.kind == "plain":
+            return torch.cat(feats, dim=1), None
+        stacked = torch.cat(feats, dim=1)
+        weights = torch.softmax(self.gate(stacked).float(), dim=1).to(stacked.dtype)
+        if self.training:
+            keep = draw_keep_mask(weights.shape[0], self.num_experts, self.cfg.routing, self.generator)
+            weights = apply_keep_mask(weights, keep, self.cfg.routing.renormalize)
+        fused = sum(weights[:, k : k + 1] * f for k, f in enumerate(feats))
+        return fused, weights
+
+    def _fuse(self, fused: Tensor) -> Tensor:
+        return self.project(self.dropout(self.fusion(fused)))
+
+    # -- evaluators ----------------------------------------------------------------------------------------------------
+
+    def dense(self, experts: list[Tensor], size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
+        """Full-grid evaluation: ``x_out (B, out, *size)`` and gate weights ``(B, N, *size)`` (None for ``plain``)."""
+        feats = [upsample_like(mlp(e), size) for mlp, e in zip(self.experts, experts)]
+        fused, weights = self._mix(feats)
+        return self._fuse(fused), weights
+
+    def expert_at_points(self, k: int, expert: Tensor, coords: Tensor) -> Tensor:
+        """MLP_k(E_k) interpolated at ``coords (B, P, n)`` → ``(B, d, P)``; picks the cheaper exact route."""
+        mlp = self.experts[k]
+        native_cells = math.prod(expert.shape[2:])
+        if native_cells <= (2**self.spatial_dims) * coords.shape[1]:
+            return sample_points(mlp(expert), coords)
+        return sample_points(expert, coords, fn=mlp)
+
+    def at_points(self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
+        """``x_out (B, out, P)`` and weights ``(B, N, P)`` at ``coords (B, P, n)``; ``size`` is the target grid."""
+        if not self.sparse_exact:
+            x_out, weights = self.dense(experts, size)
+            return sample_points(x_out, coords), (sample_points(weights, coords) if weights is not None else None)
+        feats = [self.expert_at_points(k, e, coords) for k, e in enumerate(experts)]
+        fused, weights = self._mix(feats)
+        return self._fuse(fused), weights
+
+    def gate_weights_at_points(self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...]) -> Tensor | None:
+        """Only the gate weights ``(B, N, P)`` (skips the fusion MLP); None for the plain extractor."""
+        if self.cfg.kind == "plain":
+            return None
+        if not self.sparse_exact:
+            _, weights = self.dense(experts, size)
+            return sample_points(weights, coords)
+        feats = [self.expert_at_points(k, e, coords) for k, e in enumerate(experts)]
+        return self._mix(feats)[1]

@@ -1,0 +1,1 @@
+"""Inference: whole-volume segmentation with refinement, maps and file outputs."""

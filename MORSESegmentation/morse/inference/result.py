@@ -1,0 +1,63 @@
+"""What one whole-volume inference returns (every array on the input's own voxel grid, KJI order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class LabelInfo:
+    """One output class: label value, name, display colour (RGB 0..1) and SNOMED-CT terminology codes.
+
+    ``category``/``type`` are (coding scheme, code value, code meaning) triplets, e.g.
+    ``("SCT", "10200004", "Liver")``.
+    """
+
+    value: int
+    name: str
+    color: tuple[float, float, float]
+    category: tuple[str, str, str] | None = None
+    type: tuple[str, str, str] | None = None
+
+
+@dataclass
+class SegmentationResult:
+    """Outputs of :func:`morse.inference.pipeline.segment_volume`.
+
+    labels:          (K, J, I) uint8 refined labels (= coarse when refinement is off or the model has no head).
+    coarse_labels:   (K, J, I) uint8 labels of the backbone's own head.
+    gating:          (N, K, J, I) float32 gate weight of each expert in [0, 1] (sums to 1 over N), or None.
+    dominant_expert: (K, J, I) uint8, 1 + index of the expert with the largest gate weight, or None.
+    uncertainty:     (K, J, I) float32 in [0, 1]: 1 − (p_max − p_second) of the coarse softmax, or None.
+    rectified:       (K, J, I) uint8, 1 where the rendering head replaced the logits, or None.
+    ijk_to_ras:      (4, 4) float64, the input's IJK→RAS matrix (unchanged).
+    labels_info:     the model's classes (background excluded).
+    timings:         seconds per stage ("load", "preprocess", "network", "refine", "maps", "postprocess", "total").
+    """
+
+    labels: np.ndarray
+    coarse_labels: np.ndarray
+    ijk_to_ras: np.ndarray
+    labels_info: list[LabelInfo]
+    gating: np.ndarray | None = None
+    dominant_expert: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    rectified: np.ndarray | None = None
+    model_id: str = ""
+    model_version: str = ""
+    device: str = "cpu"
+    timings: dict[str, float] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> np.ndarray:
+        """(K, J, I) bool: voxels whose refined label differs from the coarse label."""
+        return self.labels != self.coarse_labels
+
+    def volumes_ml(self, spacing_mm: tuple[float, float, float]) -> dict[str, float]:
+        """Volume of each class in millilitres, given the voxel size in mm."""
+        voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+        counts = np.bincount(self.labels.ravel(), minlength=256)
+        return {info.name: float(counts[info.value]) * voxel_ml for info in self.labels_info}

@@ -1,0 +1,155 @@
+"""The MORSE model: a backbone, the SMoE point features and the implicit rendering head.
+
+Training (:meth:`MorseModel.forward`) returns the coarse logits of the backbone's own head and the rendering head's
+logits at points chosen by uncertainty. Inference (:meth:`MorseModel.predict`) replaces the logits of the most
+uncertain cells by the head's predictions, a configurable number of rounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .heads.point_head import PointHead
+from .heads.point_ops import (
+    gather_cells,
+    grid_coords,
+    indices_to_coords,
+    most_uncertain_indices,
+    sample_points,
+    scatter_cells,
+    select_training_points,
+)
+from .heads.smoe import SMoE
+from .nets import build_backbone
+
+
+@dataclass
+class Prediction:
+    """Outputs of :meth:`MorseModel.predict` for a batch on the model grid ``S``.
+
+    coarse / refined: logits ``(B, C, *S)`` (``refined`` is on ``S·2^steps`` when the head upsamples).
+    rectified: ``(B, *S_refined)`` bool, cells whose logits the head replaced.
+    gating: ``(B, N, *S/stride)`` gate weights on a strided grid, or None.
+    """
+
+    coarse: Tensor
+    refined: Tensor
+    rectified: Tensor | None
+    gating: Tensor | None
+
+
+class MorseModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.backbone, cfg.num_classes)
+        self.spatial_dims = self.backbone.spatial_dims
+        self.features: SMoE | None = None
+        self.head: PointHead | None = None
+        if cfg.has_point_head:
+            self.features = SMoE(self.backbone.expert_channels, cfg.features, self.spatial_dims)
+            self.head = PointHead(self.features.out_dim, cfg.num_classes, self.spatial_dims, cfg.point_head)
+        self.generator: torch.Generator | None = None
+
+    @property
+    def num_experts(self) -> int:
+        return self.backbone.num_experts
+
+    @property
+    def size_multiple(self) -> int:
+        return getattr(self.backbone, "size_multiple", 1)
+
+    def set_generator(self, generator: torch.Generator | None) -> None:
+        """Random source of point selection and expert routing (makes training reproducible)."""
+        self.generator = generator
+        if self.features is not None:
+            self.features.generator = generator
+
+    # -- training ------------------------------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Training pass on images ``(B, in, *S)``.
+
+        Returns ``coarse`` ``(B, C, *S)``; with a point head also ``point_logits`` ``(B, C, P)``, ``point_coords``
+        ``(B, P, n)`` and ``point_gates`` ``(B, N, P)`` (SMoE only).
+        """
+        out = self.backbone(x)
+        result = {"coarse": out.logits}
+        if self.head is None:
+            return result
+        pc = self.cfg.point_head
+        coords = select_training_points(
+            out.logits.detach(), pc.train_points, pc.oversample, pc.importance, self.generator
+        )
+        size = tuple(out.logits.shape[2:])
+        fine, gates = self.features.at_points(out.experts, coords, size)
+        coarse_src = out.logits.detach() if pc.detach_coarse else out.logits
+        coarse_pts = sample_points(coarse_src, coords)
+        result["point_logits"] = self.head(fine, coarse_pts, coords)
+        result["point_coords"] = coords
+        if gates is not None:
+            result["point_gates"] = gates
+        return result
+
+    # -- inference -----------------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict(self, x: Tensor, refine: bool = True, gating_stride: int | None = None) -> Prediction:
+        """Inference on ``(B, in, *S)``: coarse and refined logits, rectified cells, optional gate maps.
+
+        Each subdivision round ranks the cells of the *current* logits by uncertainty, evaluates the head at the
+        ``test_points`` most uncertain cell centres with the *original* coarse logits there, and overwrites exactly
+        those cells. With ``upsample`` the current logits are first doubled in size (PointRend); otherwise all rounds
+        stay on the input grid.
+        """
+        out = self.backbone(x)
+        coarse = out.logits
+        refined, rectified = coarse, None
+        if refine and self.head is not None:
+            refined, rectified = self._refine(coarse, out.experts)
+        gating = None
+        if gating_stride and self.features is not None and self.features.cfg.kind == "smoe":
+            gating = self.gate_map(out.experts, tuple(coarse.shape[2:]), gating_stride)
+        return Prediction(coarse=coarse, refined=refined, rectified=rectified, gating=gating)
+
+    def _refine(self, coarse: Tensor, experts: list[Tensor]) -> tuple[Tensor, Tensor]:
+        pc = self.cfg.point_head
+        size = tuple(coarse.shape[2:])
+        current = coarse
+        rectified = torch.zeros(coarse.shape[0], *size, dtype=torch.bool, device=coarse.device)
+        for _ in range(pc.subdivision_steps):
+            if pc.upsample:
+                size = tuple(2 * s for s in current.shape[2:])
+                mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
+                current = F.interpolate(current, size=size, mode=mode, align_corners=False)
+                rectified = F.interpolate(rectified[:, None].float(), size=size, mode="nearest")[:, 0] > 0
+            idx = most_uncertain_indices(current, pc.test_points)
+            coords = indices_to_coords(idx, size)
+            fine, _ = self.features.at_points(experts, coords, tuple(coarse.shape[2:]))
+            if current.shape[2:] == coarse.shape[2:]:
+                coarse_pts = gather_cells(coarse, idx)  # exact at cell centres, no interpolation needed
+            else:
+                coarse_pts = sample_points(coarse, coords)
+            point_logits = self.head(fine, coarse_pts, coords)
+            current = scatter_cells(current, idx, point_logits)
+            flat = rectified.reshape(rectified.shape[0], -1).clone()
+            flat.scatter_(1, idx, True)
+            rectified = flat.reshape(rectified.shape)
+        return current, rectified
+
+    def gate_map(self, experts: list[Tensor], size: tuple[int, ...], stride: int) -> Tensor:
+        """Gate weights ``(B, N, *ceil(S/stride))`` at the centres of every ``stride``-th cell (point evaluator)."""
+        coords, grid_shape = grid_coords(size, stride, device=experts[0].device)
+        coords = coords.expand(experts[0].shape[0], -1, -1)
+        weights = self.features.gate_weights_at_points(experts, coords, size)
+        return weights.reshape(weights.shape[0], weights.shape[1], *grid_shape)
+
+
+def point_labels(labels: Tensor, coords: Tensor) -> Tensor:
+    """Integer labels ``(B, *S)`` sampled (nearest) at ``coords (B, P, n)`` → ``(B, P)`` long."""
+    return sample_points(labels.unsqueeze(1).float(), coords, mode="nearest")[:, 0].round().long()
