@@ -53,6 +53,7 @@ bench: $(VENV)/.stamp-base
 
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 experiment: $(VENV)/.stamp-base
 	$(MORSE) fetch-data

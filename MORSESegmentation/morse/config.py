@@ -70,11 +70,14 @@ class SMoEConfig:
     feature extractor of the PointRend/IAR-only baselines).
     gating ``pointwise``: 1×1 gating (exactly evaluable at points only); ``dense``: gating convolutions with
     ``gating_kernel`` over the full-resolution stack of experts (paper / released code; expensive).
+    Without ``expert_last_act`` the last expert layer is affine, so it commutes with interpolation and is applied once
+    per point after blending instead of once per interpolation corner.
     """
 
     kind: Literal["smoe", "plain"] = "smoe"
     expert_dim: int = 256
     expert_layers: int = 2
+    expert_last_act: bool = True  # ReLU after the last expert layer (released code); False lets it run after blending
     gating: Literal["pointwise", "dense"] = "pointwise"
     gating_kernel: int = 1
     gating_widths: list[int] = field(default_factory=lambda: [256])

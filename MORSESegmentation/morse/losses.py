@@ -43,7 +43,8 @@ class MorseLoss(nn.Module):
         total = sup
         if "point_logits" in outputs:
             target = point_labels(labels, outputs["point_coords"])
-            rend = F.cross_entropy(outputs["point_logits"].float(), target)
+            point_logits = outputs["point_logits"].float()  # (B, P, C)
+            rend = F.cross_entropy(point_logits.reshape(-1, point_logits.shape[-1]), target.reshape(-1))
             weight = awa_weight(step, total_steps, self.cfg)
             total = total + weight * rend
             parts["rend"] = rend

@@ -26,6 +26,7 @@ from .heads.point_ops import (
 )
 from .heads.smoe import SMoE
 from .nets import build_backbone
+from .timing import stage
 
 
 @dataclass
@@ -75,8 +76,8 @@ class MorseModel(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Training pass on images ``(B, in, *S)``.
 
-        Returns ``coarse`` ``(B, C, *S)``; with a point head also ``point_logits`` ``(B, C, P)``, ``point_coords``
-        ``(B, P, n)`` and ``point_gates`` ``(B, N, P)`` (SMoE only).
+        Returns ``coarse`` ``(B, C, *S)``; with a point head also ``point_logits`` ``(B, P, C)``, ``point_coords``
+        ``(B, P, n)`` and ``point_gates`` ``(B, P, N)`` (SMoE only).
         """
         out = self.backbone(x)
         result = {"coarse": out.logits}
@@ -99,22 +100,31 @@ class MorseModel(nn.Module):
     # -- inference -----------------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def predict(self, x: Tensor, refine: bool = True, gating_stride: int | None = None) -> Prediction:
+    def predict(
+        self,
+        x: Tensor,
+        refine: bool = True,
+        gating_stride: int | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Prediction:
         """Inference on ``(B, in, *S)``: coarse and refined logits, rectified cells, optional gate maps.
 
         Each subdivision round ranks the cells of the *current* logits by uncertainty, evaluates the head at the
         ``test_points`` most uncertain cell centres with the *original* coarse logits there, and overwrites exactly
         those cells. With ``upsample`` the current logits are first doubled in size (PointRend); otherwise all rounds
-        stay on the input grid.
+        stay on the input grid. ``timings`` (optional) accumulates seconds for "backbone", "refine" and "gating".
         """
-        out = self.backbone(x)
+        with stage(timings, "backbone", x.device):
+            out = self.backbone(x)
         coarse = out.logits
         refined, rectified = coarse, None
         if refine and self.head is not None:
-            refined, rectified = self._refine(coarse, out.experts)
+            with stage(timings, "refine", x.device):
+                refined, rectified = self._refine(coarse, out.experts)
         gating = None
         if gating_stride and self.features is not None and self.features.cfg.kind == "smoe":
-            gating = self.gate_map(out.experts, tuple(coarse.shape[2:]), gating_stride)
+            with stage(timings, "gating", x.device):
+                gating = self.gate_map(out.experts, tuple(coarse.shape[2:]), gating_stride)
         return Prediction(coarse=coarse, refined=refined, rectified=rectified, gating=gating)
 
     def _refine(self, coarse: Tensor, experts: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -129,6 +139,12 @@ class MorseModel(nn.Module):
                 current = F.interpolate(current, size=size, mode=mode, align_corners=False)
                 rectified = F.interpolate(rectified[:, None].float(), size=size, mode="nearest")[:, 0] > 0
             idx = most_uncertain_indices(current, pc.test_points)
+            if not pc.upsample:
+                # On a fixed grid a cell chosen again would get exactly the value it already has (same centre, same
+                # features, same original coarse logits): evaluate only the newly chosen cells.
+                idx = _new_cells_only(idx, rectified.reshape(rectified.shape[0], -1))
+                if idx is None:
+                    break
             coords = indices_to_coords(idx, size)
             fine, _ = self.features.at_points(experts, coords, tuple(coarse.shape[2:]))
             if current.shape[2:] == coarse.shape[2:]:
@@ -146,10 +162,29 @@ class MorseModel(nn.Module):
         """Gate weights ``(B, N, *ceil(S/stride))`` at the centres of every ``stride``-th cell (point evaluator)."""
         coords, grid_shape = grid_coords(size, stride, device=experts[0].device)
         coords = coords.expand(experts[0].shape[0], -1, -1)
-        weights = self.features.gate_weights_at_points(experts, coords, size)
-        return weights.reshape(weights.shape[0], weights.shape[1], *grid_shape)
+        weights = self.features.gate_weights_at_points(experts, coords, size)  # (B, P, N)
+        return weights.transpose(1, 2).reshape(weights.shape[0], weights.shape[2], *grid_shape)
+
+
+def _new_cells_only(idx: Tensor, done: Tensor) -> Tensor | None:
+    """Indices ``(B, N)`` reduced to those not yet ``done (B, cells)``, padded per row by repeating a new index.
+
+    Returns None when no row has a new cell. Repeats are harmless: the same cell gets the same value twice.
+    """
+    is_new = ~done.gather(1, idx)
+    counts = is_new.sum(1)
+    width = int(counts.max())
+    if width == 0:
+        return None
+    if width == idx.shape[1]:
+        return idx
+    # stable order: new cells first, in uncertainty order
+    order = torch.argsort((~is_new).to(torch.int8), dim=1, stable=True)[:, :width]
+    picked = idx.gather(1, order)
+    pad = torch.arange(width, device=idx.device).unsqueeze(0) >= counts.unsqueeze(1)
+    return torch.where(pad & (counts > 0).unsqueeze(1), picked[:, :1], picked)
 
 
 def point_labels(labels: Tensor, coords: Tensor) -> Tensor:
     """Integer labels ``(B, *S)`` sampled (nearest) at ``coords (B, P, n)`` → ``(B, P)`` long."""
-    return sample_points(labels.unsqueeze(1).float(), coords, mode="nearest")[:, 0].round().long()
+    return sample_points(labels.unsqueeze(1).float(), coords, mode="nearest")[..., 0].round().long()

@@ -229,7 +229,7 @@ def case_label_path(name: str, fetch: bool = True) -> Path | None:
     info_path = out.with_name(f"{name}.json")
     stamp = {"case": name, "version": _LABEL_VERSION, "source_sha256": source.sha256}
     try:
-        info = json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text(encoding="utf-8"))
         if out.is_file() and all(info.get(k) == v for k, v in stamp.items()):
             return out
     except (OSError, ValueError):
@@ -241,7 +241,7 @@ def case_label_path(name: str, fetch: bool = True) -> Path | None:
 
 @lru_cache(maxsize=8)
 def _class_map_cached(path: str, mtime: float) -> dict[str, dict[int, str]]:
-    tree = ast.parse(Path(path).read_text(), filename=path)
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "class_map" for t in node.targets):
             try:
@@ -310,5 +310,5 @@ def _generate_label(case: SampleCase, root: Path, out: Path) -> dict[str, int]:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

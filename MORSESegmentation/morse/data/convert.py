@@ -109,7 +109,7 @@ def build_registry_dataset(name: str = "abdomen-ct-synapse8", *, force: bool = F
     with tempfile.TemporaryDirectory(prefix=f".tmp-{name}-", dir=target.parent) as tmp:
         staging = Path(tmp) / name
         meta = _write_dataset(spec, staging, images, labels, sources)
-        (staging / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (staging / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if target.exists():
             trash = target.with_name(f".trash-{name}-{uuid.uuid4().hex[:8]}")
             os.replace(target, trash)
@@ -125,7 +125,7 @@ def _stamp(spec: RegistryDataset) -> dict:
 
 def _is_current(target: Path, spec: RegistryDataset) -> bool:
     try:
-        meta = json.loads((target / "dataset.json").read_text())
+        meta = json.loads((target / "dataset.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     morse = meta.get("morse") or {}

@@ -94,7 +94,7 @@ def is_fetched(source: Source | str, root: Path | None = None) -> bool:
     src = get_source(source) if isinstance(source, str) else source
     marker = source_dir(src, root) / MARKER
     try:
-        info = json.loads(marker.read_text())
+        info = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return info.get("sha256") == src.sha256 and info.get("source") == src.name
@@ -193,7 +193,7 @@ def fetch_source(
                 "files": count,
                 "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            (staging / source.target / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+            (staging / source.target / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
             _install(staging / source.target, target)
     log.info("fetched %s (%d files) into %s", source.name, count, target)
     return target
@@ -282,6 +282,8 @@ def _run_download(cmd: list[str], source: Source, root: Path, what: str, cwd: Pa
             cwd=cwd,
             capture_output=True,
             text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=_DOWNLOAD_TIMEOUT_S,
             env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         )

@@ -288,7 +288,7 @@ def _load_synapse_h5(case: Case):
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     except ValueError as exc:
@@ -458,7 +458,11 @@ def _find_list(folder: Path, filename: str) -> Path | None:
 
 
 def _read_name_list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def read_synapse(folder: Path | str) -> list[Case]:
@@ -519,7 +523,7 @@ def read_filelist(path: Path | str) -> list[Case]:
     if not path.is_file():
         raise DataError(f"file list {path} does not exist")
     base = path.parent
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet CSVs start with a BOM
     rows: list[dict[str, str]] = []
     lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:

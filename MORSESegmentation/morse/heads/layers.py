@@ -6,11 +6,11 @@ from torch import Tensor, nn
 
 
 class ChannelMLP(nn.Module):
-    """A per-cell MLP over the channel axis 1 of a tensor of any spatial shape (a stack of 1×1 convolutions).
+    """A per-cell MLP on the **last** axis of a channels-last tensor ``(..., C_in) -> (..., widths[-1])``.
 
-    ``(B, C_in, *S) -> (B, widths[-1], *S)``; ``*S`` may be a grid ``(H, W)``/``(D, H, W)`` or a point set ``(P,)``.
-    A ReLU follows every layer except the last unless ``last_act``; ``norm="batch"`` puts a BatchNorm before each ReLU
-    (statistics over all cells/points of the batch).
+    Works on point sets ``(B, P, C)`` and on grids moved to channels-last; :meth:`on_map` applies it to a
+    channel-first map ``(B, C, *S)``. A ReLU follows every layer except the last unless ``last_act``;
+    ``norm="batch"`` puts a BatchNorm (statistics over all cells/points of the batch) before each ReLU.
     """
 
     def __init__(self, in_dim: int, widths: list[int], last_act: bool = True, norm: str = "none"):
@@ -18,20 +18,38 @@ class ChannelMLP(nn.Module):
         layers: list[nn.Module] = []
         for i, width in enumerate(widths):
             is_last = i == len(widths) - 1
-            layers.append(nn.Conv1d(in_dim, width, kernel_size=1, bias=norm != "batch" or (is_last and not last_act)))
-            if not is_last or last_act:
+            activated = not is_last or last_act
+            layers.append(nn.Linear(in_dim, width, bias=not (norm == "batch" and activated)))
+            if activated:
                 if norm == "batch":
-                    layers.append(nn.BatchNorm1d(width))
+                    layers.append(_RowBatchNorm(width))
                 layers.append(nn.ReLU(inplace=True))
             in_dim = width
         self.net = nn.Sequential(*layers)
         self.out_dim = in_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        b, c = x.shape[:2]
-        spatial = x.shape[2:]
-        y = self.net(x.reshape(b, c, -1))
-        return y.reshape(b, y.shape[1], *spatial)
+        return self.net(x)
+
+    def split_affine_tail(self) -> tuple[nn.Module, nn.Module]:
+        """``(body, tail)`` with ``tail(body(x)) == self(x)``; ``tail`` is the last Linear when nothing follows it
+        (an affine map, which commutes with interpolation), else the identity."""
+        layers = list(self.net)
+        if isinstance(layers[-1], nn.Linear):
+            return nn.Sequential(*layers[:-1]), layers[-1]
+        return self.net, nn.Identity()
+
+    def on_map(self, x: Tensor) -> Tensor:
+        """Apply to a channel-first map ``(B, C, *S)`` → ``(B, C', *S)``."""
+        return self.net(x.movedim(1, -1)).movedim(-1, 1)
+
+
+class _RowBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over the last axis of ``(..., C)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        return super().forward(x.reshape(-1, shape[-1])).reshape(shape)
 
 
 def conv_nd(spatial_dims: int):

@@ -16,7 +16,7 @@ class PointHead(nn.Module):
     (no encoding, MSRA-initialised hidden layers, N(0, 0.001) predictor). With ``coarse_each_layer`` the coarse
     logits are appended again to the input of every layer after the first.
 
-    Shapes: fine ``(B, F, P)``, coarse ``(B, C, P)``, coords ``(B, P, dims)`` → logits ``(B, C, P)``.
+    Shapes (channels-last): fine ``(B, P, F)``, coarse ``(B, P, C)``, coords ``(B, P, dims)`` → logits ``(B, P, C)``.
     """
 
     def __init__(self, fine_dim: int, num_classes: int, spatial_dims: int, cfg: PointHeadConfig):
@@ -26,10 +26,10 @@ class PointHead(nn.Module):
         in_dim = fine_dim + num_classes + (self.encoding.out_dim if self.encoding is not None else 0)
         layers = []
         for width in cfg.hidden:
-            layers.append(nn.Conv1d(in_dim, width, kernel_size=1))
+            layers.append(nn.Linear(in_dim, width))
             in_dim = width + (num_classes if cfg.coarse_each_layer else 0)
         self.layers = nn.ModuleList(layers)
-        self.predictor = nn.Conv1d(in_dim, num_classes, kernel_size=1)
+        self.predictor = nn.Linear(in_dim, num_classes)
         if cfg.head == "standard":
             for layer in self.layers:
                 nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
@@ -41,9 +41,9 @@ class PointHead(nn.Module):
         parts = [fine, coarse]
         if self.encoding is not None:
             parts.insert(0, self.encoding(coords).to(fine.dtype))
-        x = torch.cat(parts, dim=1)
+        x = torch.cat(parts, dim=-1)
         for layer in self.layers:
             x = torch.relu(layer(x))
             if self.coarse_each_layer:
-                x = torch.cat([x, coarse], dim=1)
+                x = torch.cat([x, coarse], dim=-1)
         return self.predictor(x)

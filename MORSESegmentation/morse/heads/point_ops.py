@@ -2,7 +2,8 @@
 
 Conventions (shared by every function here):
 
-- Feature maps are channel-first tensors ``(B, C, *S)`` with ``S = (H, W)`` or ``(D, H, W)``.
+- Feature maps are channel-first tensors ``(B, C, *S)`` with ``S = (H, W)`` or ``(D, H, W)``; features *at points*
+  are channels-last ``(B, P, C)`` so that the per-point MLPs are plain matrix products on contiguous rows.
 - Point coordinates are continuous, normalised to ``[0, 1]`` over the map's extent, shape ``(B, P, n)`` with the
   **fastest axis first** (x = W axis, then y = H, then z = D), the order of ``torch.nn.functional.grid_sample``.
   The centre of cell ``(k, j, i)`` is ``((i + 0.5) / W, (j + 0.5) / H, (k + 0.5) / D)``.
@@ -23,10 +24,15 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 
-def uncertainty(logits: Tensor) -> Tensor:
-    """Second-largest minus largest logit over class axis 1: ``(B, C, ...) -> (B, ...)``; ≤ 0, higher = less sure."""
-    top2 = logits.topk(2, dim=1).values
-    return top2[:, 1] - top2[:, 0]
+def uncertainty(logits: Tensor, dim: int = 1) -> Tensor:
+    """Second-largest minus largest logit over the class axis ``dim`` (removed); ≤ 0, higher = less sure."""
+    top2 = logits.topk(2, dim=dim).values
+    return top2.select(dim, 1) - top2.select(dim, 0)
+
+
+def cells(feature: Tensor) -> Tensor:
+    """``(B, C, *S)`` → contiguous rows ``(B, N, C)``, one per cell (N = prod(S), C order)."""
+    return feature.flatten(2).transpose(1, 2).contiguous()
 
 
 def _axis_lookup(coords: Tensor, sizes: tuple[int, ...]) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -48,30 +54,35 @@ def _flat_index(per_axis: list[Tensor], sizes: tuple[int, ...]) -> Tensor:
     return index
 
 
-def sample_points(
-    feature: Tensor,
+def take_rows(rows: Tensor, index: Tensor) -> Tensor:
+    """``rows (B, N, C)`` at per-batch row indices ``index (B, M)`` → ``(B, M, C)``."""
+    b, n, c = rows.shape
+    offset = torch.arange(b, device=index.device).unsqueeze(1) * n
+    return rows.reshape(b * n, c).index_select(0, (index + offset).reshape(-1)).reshape(b, -1, c)
+
+
+def sample_rows(
+    rows: Tensor,
+    sizes: tuple[int, ...],
     coords: Tensor,
     mode: str = "linear",
     fn: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """Sample ``feature (B, C, *S)`` at ``coords (B, P, n)`` → ``(B, C', P)``.
+    """Sample a map stored as rows ``(B, N, C)`` over grid ``sizes`` at ``coords (B, P, n)`` → ``(B, P, C')``.
 
     mode ``linear`` is bilinear (2D) / trilinear (3D); ``nearest`` picks the containing cell.
-    ``fn``, a per-cell function on channel-first tensors ``(B, C, M) -> (B, C', M)`` (e.g. an expert MLP), is applied
+    ``fn``, a per-cell function on channels-last tensors ``(B, M, C) -> (B, M, C')`` (e.g. an expert MLP), is applied
     to the gathered corner cells *before* blending, which equals applying it to the whole map and then interpolating,
     at a cost of ``2^n·P`` evaluations instead of ``prod(S)``.
     """
-    sizes = tuple(feature.shape[2:])
-    b, c = feature.shape[:2]
-    flat = feature.reshape(b, c, -1)
-    p = coords.shape[1]
+    sizes = tuple(sizes)
+    b, p = coords.shape[:2]
     if mode == "nearest":
         per_axis = []
         for axis, size in enumerate(sizes):
             x = coords[..., len(sizes) - 1 - axis]
             per_axis.append((x * size).floor().long().clamp(0, size - 1))
-        index = _flat_index(per_axis, sizes)
-        values = flat.gather(2, index.unsqueeze(1).expand(-1, c, -1))
+        values = take_rows(rows, _flat_index(per_axis, sizes))
         return fn(values) if fn is not None else values
     if mode != "linear":
         raise ValueError(f"unknown sampling mode {mode!r}")
@@ -86,13 +97,20 @@ def sample_points(
             w = w * (frac if bit else 1 - frac)
         indices.append(_flat_index(per_axis, sizes))
         weights.append(w)
-    index = torch.cat(indices, dim=1)  # (B, K·P)
-    gathered = flat.gather(2, index.unsqueeze(1).expand(-1, c, -1))  # (B, C, K·P)
+    gathered = take_rows(rows, torch.cat(indices, dim=1))  # (B, K·P, C)
     if fn is not None:
         gathered = fn(gathered)
-    gathered = gathered.reshape(b, gathered.shape[1], len(corners), p)
-    weight = torch.stack(weights, dim=1).to(gathered.dtype).unsqueeze(1)  # (B, 1, K, P)
-    return (gathered * weight).sum(dim=2)
+    gathered = gathered.reshape(b, len(corners), p, gathered.shape[-1])
+    weight = torch.stack(weights, dim=1).to(gathered.dtype).unsqueeze(-1)  # (B, K, P, 1)
+    return (gathered * weight).sum(dim=1)
+
+
+def sample_points(
+    feature: Tensor, coords: Tensor, mode: str = "linear", fn: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
+    """Sample a channel-first map ``(B, C, *S)`` at ``coords (B, P, n)`` → channels-last ``(B, P, C')``
+    (see :func:`sample_rows`)."""
+    return sample_rows(cells(feature), tuple(feature.shape[2:]), coords, mode=mode, fn=fn)
 
 
 def most_uncertain_indices(logits: Tensor, num_points: int) -> Tensor:
@@ -112,16 +130,16 @@ def indices_to_coords(indices: Tensor, spatial_shape: tuple[int, ...]) -> Tensor
 
 
 def gather_cells(feature: Tensor, indices: Tensor) -> Tensor:
-    """Values ``(B, C, N)`` of ``feature (B, C, *S)`` at flat indices ``(B, N)``."""
+    """Values ``(B, N, C)`` (channels-last) of ``feature (B, C, *S)`` at flat indices ``(B, N)``."""
     b, c = feature.shape[:2]
-    return feature.reshape(b, c, -1).gather(2, indices.unsqueeze(1).expand(-1, c, -1))
+    return feature.reshape(b, c, -1).gather(2, indices.unsqueeze(1).expand(-1, c, -1)).transpose(1, 2)
 
 
 def scatter_cells(feature: Tensor, indices: Tensor, values: Tensor) -> Tensor:
-    """Copy of ``feature (B, C, *S)`` whose cells at flat ``indices (B, N)`` are replaced by ``values (B, C, N)``."""
+    """Copy of ``feature (B, C, *S)`` whose cells at flat ``indices (B, N)`` are replaced by ``values (B, N, C)``."""
     b, c = feature.shape[:2]
     flat = feature.reshape(b, c, -1).clone()
-    flat.scatter_(2, indices.unsqueeze(1).expand(-1, c, -1), values.to(flat.dtype))
+    flat.scatter_(2, indices.unsqueeze(1).expand(-1, c, -1), values.transpose(1, 2).to(flat.dtype))
     return flat.reshape(feature.shape)
 
 
@@ -156,19 +174,25 @@ def select_training_points(
     num_important = round(importance * num_points)
     num_candidates = max(oversample * num_points, num_important)
     candidates = random_coords(b, num_candidates, dims, generator, device)
-    cand_unc = uncertainty(sample_points(coarse_logits.float(), candidates))
+    cand_unc = uncertainty(sample_points(coarse_logits.float(), candidates), dim=-1)
     chosen = select_uncertain(candidates, cand_unc, num_important)
     fresh = random_coords(b, num_points - num_important, dims, generator, device)
     return torch.cat([chosen, fresh], dim=1)
 
 
 def grid_coords(spatial_shape: tuple[int, ...], stride: int, device=None) -> tuple[Tensor, tuple[int, ...]]:
-    """Cell centres of every ``stride``-th cell: coordinates ``(1, N, n)`` and the strided grid shape."""
-    axes = [torch.arange(0, size, stride, device=device) for size in spatial_shape]
+    """Centres of the ``stride``-sized super-cells of a grid: coordinates ``(1, N, n)`` and the coarse grid shape.
+
+    With a grid size divisible by ``stride`` the coarse map, resized back with ``interpolate(align_corners=False)``,
+    puts each value at the centre of its super-cell; ``stride=1`` gives the cell centres themselves.
+    """
+    axes = [
+        ((torch.arange(0, -(-size // stride), device=device, dtype=torch.float32) + 0.5) * stride / size).clamp(max=1)
+        for size in spatial_shape
+    ]
     grid_shape = tuple(len(a) for a in axes)
     mesh = torch.meshgrid(*axes, indexing="ij")
-    coords = [(m.reshape(-1).float() + 0.5) / size for m, size in zip(mesh, spatial_shape)]
-    return torch.stack(coords[::-1], dim=-1).unsqueeze(0), grid_shape
+    return torch.stack([m.reshape(-1) for m in mesh[::-1]], dim=-1).unsqueeze(0), grid_shape
 
 
 def upsample_like(x: Tensor, size: tuple[int, ...]) -> Tensor:

@@ -34,6 +34,6 @@ class FourierEncoding(nn.Module):
         self.out_dim = 2 * cfg.num_frequencies
 
     def forward(self, coords: Tensor) -> Tensor:
-        """``coords (B, P, dims)`` → encoding ``(B, 2L, P)``."""
+        """``coords (B, P, dims)`` → encoding ``(B, P, 2L)`` (sines first, then cosines)."""
         proj = 2 * math.pi * (2 * coords.to(self.freqs.dtype) - 1) @ self.freqs  # (B, P, L)
-        return torch.cat([proj.sin(), proj.cos()], dim=-1).transpose(1, 2)
+        return torch.cat([proj.sin(), proj.cos()], dim=-1)

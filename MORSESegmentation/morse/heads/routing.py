@@ -39,15 +39,16 @@ def draw_keep_mask(
     raise ValueError(f"unknown routing mode {cfg.mode!r}")
 
 
-def apply_keep_mask(weights: Tensor, keep: Tensor | None, renormalize: bool) -> Tensor:
-    """Gate weights ``(B, N, ...)`` with dropped experts zeroed (and the rest rescaled to sum 1 if asked).
-
-    A sample whose experts are all dropped keeps all-zero weights, i.e. a zero fused feature for that iteration.
-    """
+def apply_keep_mask(weights: Tensor, keep: Tensor | None, renormalize: bool, dim: int = 1) -> Tensor:
+    """Gate weights (batch first, experts on axis ``dim``) with dropped experts zeroed, and the rest rescaled to sum
+    to 1 if asked. A sample whose experts are all dropped keeps all-zero weights (a zero fused feature)."""
     if keep is None:
         return weights
-    mask = keep.to(device=weights.device, dtype=weights.dtype).reshape(*keep.shape, *([1] * (weights.dim() - 2)))
+    dim = dim % weights.dim()
+    shape = [1] * weights.dim()
+    shape[0], shape[dim] = keep.shape
+    mask = keep.to(device=weights.device, dtype=weights.dtype).reshape(shape)
     weights = weights * mask
     if renormalize:
-        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+        weights = weights / weights.sum(dim=dim, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
     return weights

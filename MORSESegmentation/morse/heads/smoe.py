@@ -12,6 +12,8 @@ the gating is point-wise (1×1): MLP_k is applied to the 2^n native cells around
 whole native map when that is smaller), which equals resize-then-sample because both are the same linear
 interpolation of the same per-cell values. With ``gating="dense"`` (k×k convolutions, paper / released code) the
 gate needs neighbourhoods, so the dense maps are built and sampled.
+
+Point outputs are channels-last: ``x_out (B, P, out)``, weights ``(B, P, N)``; dense outputs channel-first.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 
 from ..config import SMoEConfig
 from .layers import ChannelMLP, batch_norm_nd, conv_nd
-from .point_ops import sample_points, upsample_like
+from .point_ops import cells, sample_points, sample_rows, upsample_like
 from .routing import apply_keep_mask, draw_keep_mask
 
 
@@ -49,17 +51,6 @@ class DenseGate(nn.Module):
         return self.net(x)
 
 
-class PointwiseGate(nn.Module):
-    """1×1 gating MLP, usable on grids and point sets alike: ``(B, N·d, *) → (B, N, *)`` logits."""
-
-    def __init__(self, in_dim: int, widths: list[int], norm: str, final_relu: bool):
-        super().__init__()
-        self.mlp = ChannelMLP(in_dim, widths, last_act=final_relu, norm=norm)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mlp(x)
-
-
 class SMoE(nn.Module):
     """SMoE (``kind="smoe"``) or the plain multi-scale extractor without gating (``kind="plain"``).
 
@@ -73,10 +64,11 @@ class SMoE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.spatial_dims = spatial_dims
-        self.num_experts = len(expert_channels)
+        self.num_experts = n = len(expert_channels)
         d = cfg.expert_dim
-        self.experts = nn.ModuleList(ChannelMLP(c, [d] * cfg.expert_layers) for c in expert_channels)
-        n = self.num_experts
+        self.experts = nn.ModuleList(
+            ChannelMLP(c, [d] * cfg.expert_layers, last_act=cfg.expert_last_act) for c in expert_channels
+        )
         self.gate: nn.Module | None = None
         if cfg.kind == "smoe":
             widths = [*cfg.gating_widths, n]
@@ -85,12 +77,12 @@ class SMoE(nn.Module):
                     n * d, widths, cfg.gating_kernel, spatial_dims, cfg.gating_norm, cfg.gating_final_relu
                 )
             else:
-                self.gate = PointwiseGate(n * d, widths, cfg.gating_norm, cfg.gating_final_relu)
+                self.gate = ChannelMLP(n * d, widths, last_act=cfg.gating_final_relu, norm=cfg.gating_norm)
         fused_dim = d if cfg.kind == "smoe" else n * d
         self.fusion = ChannelMLP(fused_dim, cfg.fusion_widths) if cfg.fusion_widths else nn.Identity()
         fusion_out = cfg.fusion_widths[-1] if cfg.fusion_widths else fused_dim
         self.dropout = nn.Dropout(cfg.fusion_dropout) if cfg.fusion_dropout > 0 else nn.Identity()
-        self.project = ChannelMLP(fusion_out, [cfg.out_dim], last_act=False)
+        self.project = nn.Linear(fusion_out, cfg.out_dim)
         self.out_dim = cfg.out_dim
         self.generator: torch.Generator | None = None  # set by the trainer for reproducible routing
 
@@ -101,52 +93,62 @@ class SMoE(nn.Module):
 
     # -- shared pieces -------------------------------------------------------------------------------------------------
 
-    def _mix(self, feats: list[Tensor]) -> tuple[Tensor, Tensor | None]:
-        """Per-cell gate and weighted sum of expert features ``[(B, d, *)]`` → fused, weights ``(B, N, *)``."""
-        if self.cfg.kind == "plain":
-            return torch.cat(feats, dim=1), None
-        stacked = torch.cat(feats, dim=1)
-        weights = torch.softmax(self.gate(stacked).float(), dim=1).to(stacked.dtype)
-        if self.training:
-            keep = draw_keep_mask(weights.shape[0], self.num_experts, self.cfg.routing, self.generator)
-            weights = apply_keep_mask(weights, keep, self.cfg.routing.renormalize)
-        fused = sum(weights[:, k : k + 1] * f for k, f in enumerate(feats))
-        return fused, weights
+    def _route(self, weights: Tensor, dim: int) -> Tensor:
+        if not self.training:
+            return weights
+        keep = draw_keep_mask(weights.shape[0], self.num_experts, self.cfg.routing, self.generator)
+        return apply_keep_mask(weights, keep, self.cfg.routing.renormalize, dim=dim)
 
     def _fuse(self, fused: Tensor) -> Tensor:
+        """Fusion MLP and projection on channels-last ``(..., d)``."""
         return self.project(self.dropout(self.fusion(fused)))
 
-    # -- evaluators ----------------------------------------------------------------------------------------------------
+    # -- dense evaluation (reference / paper presets, display, and the sparse evaluator's ground truth) ----------------
 
     def dense(self, experts: list[Tensor], size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
         """Full-grid evaluation: ``x_out (B, out, *size)`` and gate weights ``(B, N, *size)`` (None for ``plain``)."""
-        feats = [upsample_like(mlp(e), size) for mlp, e in zip(self.experts, experts)]
-        fused, weights = self._mix(feats)
-        return self._fuse(fused), weights
+        feats = [upsample_like(mlp.on_map(e), size) for mlp, e in zip(self.experts, experts)]
+        stacked = torch.cat(feats, dim=1)
+        if self.cfg.kind == "plain":
+            return self._fuse(stacked.movedim(1, -1)).movedim(-1, 1), None
+        logits = self.gate(stacked) if self.cfg.gating == "dense" else self.gate.on_map(stacked)
+        weights = self._route(torch.softmax(logits.float(), dim=1).to(stacked.dtype), dim=1)
+        fused = sum(weights[:, k : k + 1] * f for k, f in enumerate(feats))
+        return self._fuse(fused.movedim(1, -1)).movedim(-1, 1), weights
+
+    # -- point evaluation ----------------------------------------------------------------------------------------------
 
     def expert_at_points(self, k: int, expert: Tensor, coords: Tensor) -> Tensor:
-        """MLP_k(E_k) interpolated at ``coords (B, P, n)`` → ``(B, d, P)``; picks the cheaper exact route."""
-        mlp = self.experts[k]
-        native_cells = math.prod(expert.shape[2:])
-        if native_cells <= (2**self.spatial_dims) * coords.shape[1]:
-            return sample_points(mlp(expert), coords)
-        return sample_points(expert, coords, fn=mlp)
+        """MLP_k(E_k) interpolated at ``coords (B, P, n)`` → ``(B, P, d)``; takes the cheaper of two exact routes."""
+        body, last = self.experts[k].split_affine_tail()
+        sizes = tuple(expert.shape[2:])
+        if math.prod(sizes) <= (2**self.spatial_dims) * coords.shape[1]:
+            values = sample_rows(body(cells(expert)), sizes, coords)
+        else:
+            values = sample_rows(cells(expert), sizes, coords, fn=body)
+        # an affine last layer commutes with interpolation (corner weights sum to 1): apply it once per point
+        return last(values)
+
+    def _mix_points(self, feats: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        stacked = torch.cat(feats, dim=-1)
+        if self.cfg.kind == "plain":
+            return stacked, None
+        weights = self._route(torch.softmax(self.gate(stacked).float(), dim=-1).to(stacked.dtype), dim=-1)
+        fused = sum(weights[..., k : k + 1] * f for k, f in enumerate(feats))
+        return fused, weights
 
     def at_points(self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
-        """``x_out (B, out, P)`` and weights ``(B, N, P)`` at ``coords (B, P, n)``; ``size`` is the target grid."""
+        """``x_out (B, P, out)`` and weights ``(B, P, N)`` at ``coords (B, P, n)``; ``size`` is the target grid."""
         if not self.sparse_exact:
             x_out, weights = self.dense(experts, size)
             return sample_points(x_out, coords), (sample_points(weights, coords) if weights is not None else None)
-        feats = [self.expert_at_points(k, e, coords) for k, e in enumerate(experts)]
-        fused, weights = self._mix(feats)
+        fused, weights = self._mix_points([self.expert_at_points(k, e, coords) for k, e in enumerate(experts)])
         return self._fuse(fused), weights
 
     def gate_weights_at_points(self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...]) -> Tensor | None:
-        """Only the gate weights ``(B, N, P)`` (skips the fusion MLP); None for the plain extractor."""
+        """Only the gate weights ``(B, P, N)`` (skips the fusion MLP); None for the plain extractor."""
         if self.cfg.kind == "plain":
             return None
         if not self.sparse_exact:
-            _, weights = self.dense(experts, size)
-            return sample_points(weights, coords)
-        feats = [self.expert_at_points(k, e, coords) for k, e in enumerate(experts)]
-        return self._mix(feats)[1]
+            return sample_points(self.dense(experts, size)[1], coords)
+        return self._mix_points([self.expert_at_points(k, e, coords) for k, e in enumerate(experts)])[1]

@@ -1,0 +1,1 @@
+"""Training: data preparation, patch sampling, augmentation, the training loop, checkpoints, distributed runs."""

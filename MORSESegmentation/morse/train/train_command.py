@@ -1,0 +1,33 @@
+"""``morse train CONFIG``: train from a YAML experiment config and write a model pack."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..config import load_experiment
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def run(args) -> int:
+    overrides: dict = {}
+    if args.iterations is not None:
+        overrides.setdefault("train", {})["iterations"] = args.iterations
+    if args.seed is not None:
+        overrides.setdefault("train", {})["seed"] = args.seed
+    cfg = load_experiment(args.config, overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    if (out / "checkpoint.pt").exists() and not args.resume:
+        raise ConfigError(f"{out} already holds a training run; add --resume to continue it or choose another --out")
+    from .dataset import load_training_data
+    from .trainer import Trainer
+
+    volumes, labels, provenance = load_training_data(cfg)
+    provenance["config_file"] = str(args.config)
+    result = Trainer(cfg, out, volumes, labels, device=args.device, resume=args.resume, provenance=provenance).run()
+    if result.pack_dir is not None:
+        print(f"model pack: {result.pack_dir}")
+        print(f"loss curves: {out / 'loss.png'}; metrics log: {out / 'metrics.csv'}")
+    return 0

@@ -1,0 +1,273 @@
+"""The training loop: iterations-based, seeded, resumable, single-process or DDP (torchrun), AMP on CUDA.
+
+Outputs in the run folder: ``checkpoint.pt`` (resumable; read back with ``weights_only=True``), ``metrics.csv``
+(one row per logged iteration), ``loss.png`` (curves), ``config.yaml`` (the resolved config) and ``model/`` (the
+model pack, written by rank 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import ExperimentConfig, to_dict
+from ..device import resolve_device
+from ..errors import ConfigError
+from ..inference.result import LabelInfo
+from ..losses import MorseLoss
+from ..model import MorseModel
+from ..modelpack import save_model_pack
+from .augment import augment_batch
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistInfo, barrier, init_distributed, reduce_mean
+from .sampling import PatchSampler
+from .schedule import poly_lr
+from .volumes import TrainingVolume
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: MorseModel
+    out_dir: Path
+    pack_dir: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def _optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
+    )
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    dims = cfg.model.spatial_dims
+    if len(cfg.data.patch_size) != dims:
+        raise ConfigError(
+            f"data.patch_size {cfg.data.patch_size} must have {dims} entries for {cfg.model.backbone.name}"
+        )
+    img_size = cfg.model.backbone.img_size
+    if cfg.model.backbone.name in ("unetr", "transunet") and img_size and list(img_size) != list(cfg.data.patch_size):
+        raise ConfigError("data.patch_size must equal model.backbone.img_size for transformer backbones")
+    if any(p % 16 for p in cfg.data.patch_size):
+        raise ConfigError(f"data.patch_size {cfg.data.patch_size}: every entry must be a multiple of 16")
+    if cfg.train.iterations < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.iterations and train.batch_size must be positive")
+
+
+class Trainer:
+    """Trains ``cfg.model`` on ``volumes`` (already on the model grid, see :mod:`morse.train.volumes`).
+
+    Args:
+        cfg: the experiment.
+        out_dir: run folder.
+        volumes: training volumes.
+        labels: the classes (for the model pack).
+        device: ``auto``/``cpu``/``cuda``/``mps``.
+        resume: continue from ``out_dir/checkpoint.pt``.
+        provenance: extra facts written into the model pack (data sources, commands).
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out_dir: str | Path,
+        volumes: list[TrainingVolume],
+        labels: list[LabelInfo],
+        device: str = "auto",
+        resume: bool = False,
+        provenance: dict | None = None,
+    ):
+        _check(cfg)
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.volumes = volumes
+        self.labels = labels
+        self.resume = resume
+        self.provenance = provenance or {}
+        choice = resolve_device(device, cfg.model.spatial_dims)
+        self.dist: DistInfo = init_distributed(choice.device)
+        if self.dist.enabled and choice.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = choice.device
+
+    def run(self) -> TrainResult:
+        cfg, t = self.cfg, self.cfg.train
+        start_time = time.perf_counter()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        model = MorseModel(cfg.model).to(self.device)
+        model_gen = torch.Generator(device=self.device).manual_seed(t.seed + 7919 * (self.dist.rank + 1))
+        data_gen = torch.Generator().manual_seed(t.seed + 104729 * (self.dist.rank + 1))
+        model.set_generator(model_gen)
+        optimizer = _optimizer(model, cfg)
+        loss_fn = MorseLoss(cfg.loss)
+        start_step, history = 0, []
+        ckpt_path = self.out_dir / "checkpoint.pt"
+        if self.resume:
+            if not ckpt_path.is_file():
+                raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
+            state = load_checkpoint(ckpt_path, model, optimizer, map_location=self.device)
+            start_step, history = state["step"], state["history"]
+            data_gen.set_state(state["data_generator"][self.dist.rank % len(state["data_generator"])])
+            model_gen.set_state(state["model_generator"][self.dist.rank % len(state["model_generator"])])
+        net: torch.nn.Module = model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=ids)
+        sampler = PatchSampler(self.volumes, cfg.data.patch_size, cfg.data.foreground_fraction, data_gen)
+        use_amp = t.amp and self.device.type == "cuda"
+        progress = _progress(start_step, t.iterations, self.dist.is_main)
+        model.train()
+        step_times: list[float] = []
+        for step in range(start_step, t.iterations):
+            tick = time.perf_counter()
+            lr = poly_lr(step, t.iterations, t.lr, t.end_lr, t.poly_power)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = sampler.sample(t.batch_size)
+            x, y = augment_batch(x, y, cfg.data.augment, data_gen)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                outputs = net(x)
+            losses = loss_fn(outputs, y, step, t.iterations)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            step_times.append(time.perf_counter() - tick)
+            total = float(losses["total"].detach())
+            if not math.isfinite(total):
+                raise RuntimeError(f"training diverged at iteration {step}: loss {total}")
+            if (step + 1) % t.log_every == 0 or step + 1 == t.iterations:
+                row = {"step": step + 1, "lr": lr, "step_time_s": sum(step_times) / len(step_times)}
+                row.update({k: float(reduce_mean(v.detach(), self.dist)) for k, v in losses.items()})
+                history.append(row)
+                step_times = []
+                if progress is not None:
+                    progress.set_postfix(loss=f"{row['total']:.4f}", lr=f"{lr:.2e}")
+            if progress is not None:
+                progress.update(1)
+            if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.iterations:
+                self._checkpoint(ckpt_path, model, optimizer, step + 1, history, data_gen, model_gen)
+        if progress is not None:
+            progress.close()
+        wall = time.perf_counter() - start_time
+        pack_dir = None
+        if self.dist.is_main:
+            _write_history(self.out_dir, history)
+            pack_dir = self._write_pack(model, history, wall)
+        barrier(self.dist)
+        model.eval()
+        return TrainResult(model, self.out_dir, pack_dir, history, wall)
+
+    def _checkpoint(self, path, model, optimizer, step, history, data_gen, model_gen) -> None:
+        data_states = _gather_states(data_gen.get_state(), self.dist)
+        model_states = _gather_states(model_gen.get_state().cpu(), self.dist)
+        if self.dist.is_main:
+            save_checkpoint(
+                path,
+                model,
+                optimizer,
+                step=step,
+                history=history,
+                config=to_dict(self.cfg),
+                data_generator=data_states,
+                model_generator=model_states,
+            )
+        barrier(self.dist)
+
+    def _write_pack(self, model: MorseModel, history: list[dict], wall: float) -> Path:
+        import yaml
+
+        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        training = {
+            "experiment": self.cfg.name,
+            "config": to_dict(self.cfg),
+            "iterations": self.cfg.train.iterations,
+            "seed": self.cfg.train.seed,
+            "world_size": self.dist.world_size,
+            "device": str(self.device),
+            "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "torch": torch.__version__,
+            "wall_time_s": round(wall, 1),
+            "final_loss": history[-1] if history else None,
+            **self.provenance,
+        }
+        return save_model_pack(
+            self.out_dir / "model",
+            model,
+            model_id=self.cfg.name,
+            version="0.1.0",
+            preprocessing=self.cfg.preprocessing,
+            labels=self.labels,
+            description=self.cfg.description,
+            training=training,
+            overwrite=True,
+        )
+
+
+def _gather_states(state: torch.Tensor, info: DistInfo) -> list[torch.Tensor]:
+    """Every rank's generator state (so a resumed distributed run continues each rank's random stream)."""
+    if not info.enabled:
+        return [state]
+    import torch.distributed as dist
+
+    states: list = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _progress(start: int, total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="training", unit="it", dynamic_ncols=True, mininterval=2.0)
+
+
+def _write_history(out_dir: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with open(out_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is a convenience; the CSV holds the numbers
+        log.info("matplotlib not installed: loss.png not written")
+        return
+    steps = [row["step"] for row in history]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key, label in (("total", "total"), ("sup", "CE + Dice (coarse)"), ("rend", "point CE (rendering head)")):
+        if key in history[0]:
+            ax.plot(steps, [row[key] for row in history], label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss.png")
+    plt.close(fig)
