@@ -37,7 +37,8 @@ Means
     ``CaseMetrics.mean`` averages each metric over the classes *present in the reference* (G non-empty), ignoring
     NaN; ``counts`` says how many classes entered each mean. ``mean_all`` averages over every evaluated class (the
     literature's per-case mean over all 8 organs under the paper convention). :func:`summarize` averages each class
-    over cases (ignoring NaN), then the per-class means over classes.
+    over the cases whose reference holds it (default; every case under the paper convention), ignoring NaN, then
+    the per-class means over classes; predicted organs that the reference lacks are counted as false positives.
 """
 
 from __future__ import annotations
@@ -286,20 +287,35 @@ def compute_metrics(
 
 
 def summarize(cases: Sequence[CaseMetrics], classes: Sequence[str] | None = None) -> dict:
-    """Means over cases: ``{"per_class": {name: {metric: mean}}, "counts": {name: {metric: n}}, "mean": {...}}``.
+    """Means over cases: ``{"per_class": {name: {metric: mean}}, "counts": {name: {metric: n}}, "mean": {...},
+    "false_positives": {name: n cases}, "cases": n}``.
 
-    Each class is averaged over the cases where its value is defined (not NaN); in the default convention that
-    excludes cases where the class is absent from both maps. ``mean`` is the average of the per-class means over
-    classes (as TransUNet/MORSE report the mean DSC/HD95 row). ``classes`` fixes which classes and their order.
+    Default convention: each class is averaged over the cases whose *reference* contains it (status "present" or
+    "missed"; NaN values ignored), so a table column says how well an organ that is there was found. Predictions of
+    an organ the reference lacks are counted per class in ``false_positives`` instead. Paper convention: every case
+    enters every class (the literature's practice, with its 1/1/0/0 and 0/0/0/0 rules). ``mean`` is the average of
+    the per-class means over classes (the mean DSC/HD95 row of TransUNet/MORSE). ``classes`` fixes which classes
+    and their order.
     """
-    if not cases:
-        return {"per_class": {}, "counts": {}, "mean": dict.fromkeys(METRICS, math.nan), "cases": 0}
     names = list(classes) if classes is not None else list(dict.fromkeys(c for cm in cases for c in cm.per_class))
-    per_class, counts = {}, {}
+    per_class: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    false_positives: dict[str, int] = {}
     for cname in names:
         per_class[cname], counts[cname] = {}, {}
+        scored = [
+            cm
+            for cm in cases
+            if cname in cm.per_class and (cm.convention == "paper" or cm.status[cname] in ("present", "missed"))
+        ]
+        false_positives[cname] = sum(cm.status.get(cname) == "false_positive" for cm in cases)
         for m in METRICS:
-            vals = [cm.per_class[cname][m] for cm in cases if cname in cm.per_class]
-            per_class[cname][m], counts[cname][m] = _nanmean(vals)
+            per_class[cname][m], counts[cname][m] = _nanmean(cm.per_class[cname][m] for cm in scored)
     mean = {m: _nanmean(per_class[c][m] for c in names)[0] for m in METRICS}
-    return {"per_class": per_class, "counts": counts, "mean": mean, "cases": len(cases)}
+    return {
+        "per_class": per_class,
+        "counts": counts,
+        "mean": mean,
+        "false_positives": false_positives,
+        "cases": len(cases),
+    }

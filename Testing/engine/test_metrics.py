@@ -191,16 +191,26 @@ def test_label_infos_and_default_labels():
 
 def test_summarize_averages_each_organ_over_the_cases_where_it_is_defined():
     pred, gt = _four_class_maps()
-    names = {1: "liver", 2: "spleen", 4: "aorta"}
+    names = {1: "liver", 2: "spleen", 3: "stomach", 4: "aorta"}
     a = compute_metrics(pred, gt, names, units="voxel")
     b = compute_metrics(gt, gt, names, units="voxel")  # perfect case
-    s = summarize([a, b], ["liver", "spleen", "aorta"])
+    s = summarize([a, b], ["liver", "spleen", "stomach", "aorta"])
     d1 = 2 * 448 / (512 + 448)
     assert s["per_class"]["liver"]["dsc"] == pytest.approx((d1 + 1.0) / 2)
     assert s["per_class"]["spleen"]["dsc"] == pytest.approx(0.5) and s["counts"]["spleen"]["hd95"] == 1
+    # stomach is in no reference: its false positive in case a is counted, not averaged as DSC 0
+    assert math.isnan(s["per_class"]["stomach"]["dsc"]) and s["false_positives"] == {
+        "liver": 0, "spleen": 0, "stomach": 1, "aorta": 0
+    }  # fmt: skip
     assert math.isnan(s["per_class"]["aorta"]["dsc"]) and s["counts"]["aorta"]["dsc"] == 0
-    assert s["mean"]["dsc"] == pytest.approx(((d1 + 1) / 2 + 0.5) / 2)  # NaN organ left out
+    assert s["mean"]["dsc"] == pytest.approx(((d1 + 1) / 2 + 0.5) / 2)  # NaN organs left out
     assert s["cases"] == 2
+    # paper convention: every case enters every organ (stomach: 1 in case a, 0 in case b)
+    pa = compute_metrics(pred, gt, names, units="voxel", convention="paper")
+    pb = compute_metrics(gt, gt, names, units="voxel", convention="paper")
+    ps = summarize([pa, pb], ["liver", "spleen", "stomach", "aorta"])
+    assert ps["per_class"]["stomach"]["dsc"] == pytest.approx(0.5) and ps["per_class"]["aorta"]["dsc"] == 0.0
+    assert ps["mean"]["dsc"] == pytest.approx(((d1 + 1) / 2 + 0.5 + 0.5 + 0.0) / 4)
 
 
 def test_spacing_kji_from_a_rotated_matrix():

@@ -213,6 +213,13 @@ def render_report(report: dict) -> tuple[str, str]:
         "- means: per organ over the cases where it is defined, then over organs; organs absent from every "
         "reference show as –",
     ]
+    for output in OUTPUTS:
+        fps = {c: n for c, n in report["summary"][output].get("false_positives", {}).items() if n}
+        if fps and conv == "default":
+            listed = ", ".join(f"{c} ({n} case{'s' if n > 1 else ''})" for c, n in fps.items())
+            lines.append(
+                f"- {output}: organs predicted where the reference has none (not in the DSC columns): {listed}"
+            )
     if report["data"].get("provenance"):
         lines.append(
             "- **references are TotalSegmentator predictions** (silver standard): these numbers measure agreement "
