@@ -117,7 +117,9 @@ def evaluate(
     per_case: list[dict] = []
     metrics: dict[str, list[CaseMetrics]] = {o: [] for o in OUTPUTS}
     pairs = match_labels(model_labels, dataset_names) if model_labels else None
-    model_id = model_version = ""
+    model_id = model_version = device_used = ""
+    if units == "mm" and any(c.format.startswith("synapse") for c in cases):
+        log.warning("the Synapse npz/h5 files carry no voxel size: 'mm' distances on them are in voxels")
     t0 = time.perf_counter()
     for n, case in enumerate(cases, 1):
         image, label, ijk_to_ras = load_case(case)
@@ -132,7 +134,7 @@ def evaluate(
         result = segment_volume(
             image, ijk_to_ras, model=pack, device=device, refine=True, gating=False, uncertainty=False
         )
-        model_id, model_version = result.model_id, result.model_version
+        model_id, model_version, device_used = result.model_id, result.model_version, result.device
         if pairs is None:
             pairs = match_labels(result.labels_info, dataset_names)
         classes = {data_value: name for name, _, data_value in pairs}
@@ -172,6 +174,7 @@ def evaluate(
         "units": units,
         "convention": convention,
         "device": device,
+        "device_used": device_used,
         "classes": [{"name": n, "model_value": mv, "dataset_value": dv} for n, mv, dv in pairs],
         "summary": summaries,
         "per_case": per_case,
@@ -232,7 +235,8 @@ def render_report(report: dict) -> tuple[str, str]:
         "",
         render_case_markdown(per_case, units=units),
     ]
-    lines += [f"Wall time {report['wall_time_s']:.1f} s on device `{report['device']}`.", ""]
+    device = report.get("device_used") or report["device"]
+    lines += [f"Wall time {report['wall_time_s']:.1f} s on device `{device}`.", ""]
     return "\n".join(lines), render_csv(rows, classes, units=units)
 
 

@@ -236,3 +236,17 @@ def test_marker_with_another_checksum_is_not_fetched(tmp_path):
     assert is_fetched(src, tmp_path)
     os.remove(folder / MARKER)
     assert not is_fetched(src, tmp_path)
+
+
+def test_cases_without_fetch_say_how_to_get_the_data(tmp_path, monkeypatch):
+    from morse.data import cases
+
+    monkeypatch.setenv("MORSE_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match=r"sample data 'totalsegmentator' is not in .*empty; run 'morse fetch-data "):
+        cases.case_path("abdomen-ct", fetch=False)
+    with pytest.raises(DataError, match="run 'morse fetch-data totalsegmentator'"):
+        cases.case_label_path("abdomen-ct", fetch=False)
+    with pytest.raises(DataError, match="run 'morse fetch-data slicerio'"):
+        cases.case_path("chest-ct", fetch=False)
+    assert cases.case_label_path("lung-ct", fetch=False) is None  # no Synapse-8 reference: nothing to fetch
+    assert not (tmp_path / "empty").exists()  # nothing was created
