@@ -293,6 +293,9 @@ def _run_download(cmd: list[str], source: Source, root: Path, what: str, cwd: Pa
         ) from exc
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-6:])
+        if "No module named pip" in tail:
+            # Not a network problem: retrying elsewhere would not help, so this must not look like "offline".
+            raise DataError(f"{cmd[0]} has no pip, which the data fetch uses; install it ({cmd[0]} -m ensurepip)")
         raise FetchUnavailableError(
             f"{what} of {source.requirement} failed (exit {proc.returncode}):\n{tail}\n{_offline_hint(source, root)}"
         )

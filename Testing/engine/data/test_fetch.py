@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tarfile
+import types
 import zipfile
 from pathlib import Path
 
@@ -250,3 +251,47 @@ def test_cases_without_fetch_say_how_to_get_the_data(tmp_path, monkeypatch):
         cases.case_path("chest-ct", fetch=False)
     assert cases.case_label_path("lung-ct", fetch=False) is None  # no Synapse-8 reference: nothing to fetch
     assert not (tmp_path / "empty").exists()  # nothing was created
+
+
+def test_concurrent_fetches_extract_once(tmp_path, monkeypatch):
+    import threading
+
+    root = tmp_path / "root"
+    archive = _make_sdist(tmp_path / "pkg-1.0.tar.gz")
+    src = _source(_sha(archive))
+    calls = []
+    real_extract = fetch_mod._extract
+
+    def counting_extract(*args):
+        calls.append(1)
+        return real_extract(*args)
+
+    monkeypatch.setattr(fetch_mod, "_extract", counting_extract)
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(fetch_source(src, root=root, archive=archive))
+        except Exception as exc:  # pragma: no cover - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [root / "pkg-1.0"] * 4
+    assert len(calls) == 1, "the per-source lock must make later fetches wait and then find the data in place"
+    assert (root / "pkg-1.0" / "data" / "sub" / "b.txt").read_text() == "beta"
+
+
+def test_missing_pip_is_not_reported_as_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "_python_executable", lambda: sys.executable)
+    monkeypatch.setattr(
+        fetch_mod.subprocess,
+        "run",
+        lambda *a, **k: types.SimpleNamespace(returncode=1, stderr="/usr/bin/python3: No module named pip", stdout=""),
+    )
+    with pytest.raises(DataError, match="has no pip") as info:
+        fetch_source(_source("0" * 64), root=tmp_path / "root")
+    assert not isinstance(info.value, FetchUnavailableError)
