@@ -19,9 +19,9 @@ abdomen-ct and abdomen-ct-small are the **same patient**: never train on one and
 Reference labels are TotalSegmentator model outputs (silver standard). :func:`case_label_path` converts them to
 Synapse-8 values (1 aorta, 2 gallbladder, 3 kidney_left, 4 kidney_right, 5 liver, 6 pancreas, 7 spleen, 8 stomach),
 with the TotalSegmentator ids read from ``map_to_binary.py`` of the same sdist (parsed, never executed), and writes
-them on the image's own grid into ``data_root()/generated/synapse8/``. The DICOM case's label file is stored with a
-flipped j axis relative to the DICOM read (same physical grid), so it is resampled by physical space (nearest
-neighbour) onto the SimpleITK read of the series.
+them on the image's own grid into ``data_root()/generated/synapse8/`` (the user cache if that is read-only). The
+DICOM case's label file is stored with a flipped j axis relative to the DICOM read (same physical grid), so it is
+resampled by physical space (nearest neighbour) onto the SimpleITK read of the series.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import synapse8
-from .fetch import data_root, fetch_source, get_source, is_fetched
+from .fetch import data_root, fetch_source, get_source, is_fetched, writable_dir
 
 _TS = "totalsegmentator-2.18.0/tests/reference_files"
 _TS_MAP = "totalsegmentator-2.18.0/totalsegmentator/map_to_binary.py"
@@ -225,7 +225,7 @@ def case_label_path(name: str, fetch: bool = True) -> Path | None:
         return None
     root = _ensure_source(case.source, fetch)
     source = get_source(case.source)
-    out = root / "generated" / "synapse8" / f"{name}.nii.gz"
+    out = writable_dir("generated/synapse8") / f"{name}.nii.gz"
     info_path = out.with_name(f"{name}.json")
     stamp = {"case": name, "version": _LABEL_VERSION, "source_sha256": source.sha256}
     try:
@@ -296,7 +296,6 @@ def _generate_label(case: SampleCase, root: Path, out: Path) -> dict[str, int]:
     lab.SetOrigin(ref.GetOrigin())
     lab.SetSpacing(ref.GetSpacing())
     lab.SetDirection(ref.GetDirection())
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
     try:
         sitk.WriteImage(lab, str(tmp), True)

@@ -1,6 +1,7 @@
 """Build nnU-Net-style datasets from the registry sample cases; resolve ``registry:<name>`` dataset specs.
 
-Datasets (written to ``data_root()/datasets/<name>/`` on first use, then reused):
+Datasets (written to ``data_root()/datasets/<name>/`` on first use, then reused; the user cache if that is
+read-only):
 
 ``abdomen-ct-synapse8``
     imagesTr/labelsTr: ``abdomen-ct`` (subject A, 122×101×112 at 3 mm, TotalSegmentator --fast labels → Synapse-8).
@@ -30,7 +31,7 @@ import numpy as np
 from ..errors import DataError
 from . import synapse8
 from .cases import case_label_path, case_path, get_case
-from .fetch import data_root, get_source
+from .fetch import get_source, writable_dir
 
 REGISTRY_PREFIX = "registry:"
 _BUILD_VERSION = 1
@@ -97,8 +98,7 @@ def build_registry_dataset(name: str = "abdomen-ct-synapse8", *, force: bool = F
         spec = REGISTRY_DATASETS[name]
     except KeyError:
         raise DataError(f"unknown registry dataset {name!r}; known: {', '.join(REGISTRY_DATASETS)}") from None
-    root = data_root()
-    target = root / "datasets" / name
+    target = writable_dir("datasets") / name
     if not force and _is_current(target, spec):
         return target
     # Fetch (and generate the labels) before taking any space in datasets/.

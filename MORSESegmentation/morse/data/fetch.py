@@ -64,6 +64,11 @@ def data_root() -> Path:
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return Path(env).expanduser()
+    return user_cache_root()
+
+
+def user_cache_root() -> Path:
+    """The per-user cache folder of MORSE, ignoring ``$MORSE_DATA`` (see :func:`data_root`)."""
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
         return Path(base) / "morse" / "Cache"
@@ -73,6 +78,31 @@ def data_root() -> Path:
     # XDG says a relative XDG_CACHE_HOME is invalid and must be ignored.
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "morse"
+
+
+def writable_dir(sub: str) -> Path:
+    """``data_root()/sub``, created; or, if that is read-only (a shared ``$MORSE_DATA``), the same sub-folder of the
+    user cache, then of the temporary folder. For files MORSE derives from the fetched data (labels, datasets)."""
+    candidates = [data_root() / sub, user_cache_root() / sub, Path(tempfile.gettempdir()) / f"morse-{_user()}" / sub]
+    for folder in dict.fromkeys(candidates):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".probe-{uuid.uuid4().hex[:8]}"
+            probe.touch()
+            probe.unlink()
+            return folder
+        except OSError:
+            continue
+    raise DataError(f"no writable folder for {sub}: tried {', '.join(map(str, candidates))}; set {ENV_VAR} to one")
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # getuser raises various errors where no user name is known (containers)
+        return "user"
 
 
 def get_source(name: str) -> Source:

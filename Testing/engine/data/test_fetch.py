@@ -295,3 +295,18 @@ def test_missing_pip_is_not_reported_as_offline(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="has no pip") as info:
         fetch_source(_source("0" * 64), root=tmp_path / "root")
     assert not isinstance(info.value, FetchUnavailableError)
+
+
+def test_derived_files_fall_back_to_the_user_cache(tmp_path, monkeypatch):
+    from morse.data.fetch import writable_dir
+
+    blocker = tmp_path / "shared"
+    blocker.write_text("a file where MORSE_DATA/generated would have to be a folder")
+    monkeypatch.setenv("MORSE_DATA", str(blocker))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = writable_dir("generated/synapse8")
+    if sys.platform.startswith("linux"):
+        assert folder == tmp_path / "xdg" / "morse" / "generated" / "synapse8"
+    assert folder.is_dir() and not list(folder.iterdir())
+    monkeypatch.setenv("MORSE_DATA", str(tmp_path / "ok"))
+    assert writable_dir("datasets") == tmp_path / "ok" / "datasets"
