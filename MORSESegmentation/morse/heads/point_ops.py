@@ -101,8 +101,10 @@ def sample_rows(
     if fn is not None:
         gathered = fn(gathered)
     gathered = gathered.reshape(b, len(corners), p, gathered.shape[-1])
-    weight = torch.stack(weights, dim=1).to(gathered.dtype).unsqueeze(-1)  # (B, K, P, 1)
-    return (gathered * weight).sum(dim=1)
+    out = gathered[:, 0] * weights[0].to(gathered.dtype).unsqueeze(-1)
+    for k in range(1, len(corners)):
+        out.addcmul_(gathered[:, k], weights[k].to(gathered.dtype).unsqueeze(-1))
+    return out
 
 
 def sample_points(

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SMoEConfig
-from .layers import ChannelMLP, batch_norm_nd, conv_nd
+from .layers import ChannelMLP, SplitLinear, RowBatchNorm, batch_norm_nd, conv_nd, weighted_sum
 from .point_ops import cells, sample_points, sample_rows, upsample_like
 from .routing import apply_keep_mask, draw_keep_mask
 
@@ -49,6 +49,33 @@ class DenseGate(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class PointwiseGate(nn.Module):
+    """1×1 gating MLP over the expert features ``[e_1 … e_N]`` (each ``(..., d)``) → logits ``(..., N)``.
+
+    ``widths`` ends with N. The first layer is split per expert, so the N·d concatenation is never built.
+    """
+
+    def __init__(self, d: int, n: int, widths: list[int], norm: str, final_relu: bool):
+        super().__init__()
+        activated = len(widths) > 1 or final_relu
+        self.first = SplitLinear([d] * n, widths[0], bias=not (norm == "batch" and activated))
+        post: list[nn.Module] = []
+        if activated:
+            if norm == "batch":
+                post.append(RowBatchNorm(widths[0]))
+            post.append(nn.ReLU(inplace=True))
+        self.post = nn.Sequential(*post)
+        self.rest = ChannelMLP(widths[0], widths[1:], last_act=final_relu, norm=norm) if len(widths) > 1 else None
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        x = self.post(self.first(feats))
+        return self.rest(x) if self.rest is not None else x
+
+    def on_map(self, maps: list[Tensor]) -> Tensor:
+        """Channel-first maps ``[(B, d, *S)]`` → logits ``(B, N, *S)``."""
+        return self([m.movedim(1, -1) for m in maps]).movedim(-1, 1)
 
 
 class SMoE(nn.Module):
@@ -77,7 +104,7 @@ class SMoE(nn.Module):
                     n * d, widths, cfg.gating_kernel, spatial_dims, cfg.gating_norm, cfg.gating_final_relu
                 )
             else:
-                self.gate = ChannelMLP(n * d, widths, last_act=cfg.gating_final_relu, norm=cfg.gating_norm)
+                self.gate = PointwiseGate(d, n, widths, cfg.gating_norm, cfg.gating_final_relu)
         fused_dim = d if cfg.kind == "smoe" else n * d
         self.fusion = ChannelMLP(fused_dim, cfg.fusion_widths) if cfg.fusion_widths else nn.Identity()
         fusion_out = cfg.fusion_widths[-1] if cfg.fusion_widths else fused_dim
@@ -108,47 +135,63 @@ class SMoE(nn.Module):
     def dense(self, experts: list[Tensor], size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
         """Full-grid evaluation: ``x_out (B, out, *size)`` and gate weights ``(B, N, *size)`` (None for ``plain``)."""
         feats = [upsample_like(mlp.on_map(e), size) for mlp, e in zip(self.experts, experts)]
-        stacked = torch.cat(feats, dim=1)
         if self.cfg.kind == "plain":
-            return self._fuse(stacked.movedim(1, -1)).movedim(-1, 1), None
-        logits = self.gate(stacked) if self.cfg.gating == "dense" else self.gate.on_map(stacked)
-        weights = self._route(torch.softmax(logits.float(), dim=1).to(stacked.dtype), dim=1)
-        fused = sum(weights[:, k : k + 1] * f for k, f in enumerate(feats))
-        return self._fuse(fused.movedim(1, -1)).movedim(-1, 1), weights
+            return self._fuse(torch.cat(feats, dim=1).movedim(1, -1)).movedim(-1, 1), None
+        logits = self.gate(torch.cat(feats, dim=1)) if self.cfg.gating == "dense" else self.gate.on_map(feats)
+        weights = self._route(torch.softmax(logits.float(), dim=1).to(feats[0].dtype), dim=1)
+        fused = weighted_sum([f.movedim(1, -1) for f in feats], weights.movedim(1, -1))
+        return self._fuse(fused).movedim(-1, 1), weights
 
     # -- point evaluation ----------------------------------------------------------------------------------------------
 
-    def expert_at_points(self, k: int, expert: Tensor, coords: Tensor) -> Tensor:
-        """MLP_k(E_k) interpolated at ``coords (B, P, n)`` → ``(B, P, d)``; takes the cheaper of two exact routes."""
+    def prepare(self, experts: list[Tensor], max_points: int) -> list[tuple[Tensor, tuple[int, ...], bool]]:
+        """Per expert: its cells as rows ``(B, N_k, ·)``, its grid size, and whether the expert MLP body was already
+        applied (when the whole native map is cheaper than ``2^n·max_points`` corner evaluations). Reusable across
+        refinement rounds and the gate map of one forward pass."""
+        prepared = []
+        for k, expert in enumerate(experts):
+            sizes = tuple(expert.shape[2:])
+            body, _ = self.experts[k].split_affine_tail()
+            native = math.prod(sizes) <= (2**self.spatial_dims) * max_points
+            rows = cells(expert)
+            prepared.append((body(rows) if native else rows, sizes, native))
+        return prepared
+
+    def expert_at_points(self, k: int, prepared: tuple[Tensor, tuple[int, ...], bool], coords: Tensor) -> Tensor:
+        """MLP_k(E_k) interpolated at ``coords (B, P, n)`` → ``(B, P, d)``, exactly, by the cheaper route."""
+        rows, sizes, native = prepared
         body, last = self.experts[k].split_affine_tail()
-        sizes = tuple(expert.shape[2:])
-        if math.prod(sizes) <= (2**self.spatial_dims) * coords.shape[1]:
-            values = sample_rows(body(cells(expert)), sizes, coords)
-        else:
-            values = sample_rows(cells(expert), sizes, coords, fn=body)
+        values = sample_rows(rows, sizes, coords) if native else sample_rows(rows, sizes, coords, fn=body)
         # an affine last layer commutes with interpolation (corner weights sum to 1): apply it once per point
         return last(values)
 
-    def _mix_points(self, feats: list[Tensor]) -> tuple[Tensor, Tensor | None]:
-        stacked = torch.cat(feats, dim=-1)
-        if self.cfg.kind == "plain":
-            return stacked, None
-        weights = self._route(torch.softmax(self.gate(stacked).float(), dim=-1).to(stacked.dtype), dim=-1)
-        fused = sum(weights[..., k : k + 1] * f for k, f in enumerate(feats))
-        return fused, weights
+    def _point_features(self, experts, coords, prepared) -> list[Tensor]:
+        prepared = prepared or self.prepare(experts, coords.shape[1])
+        return [self.expert_at_points(k, p, coords) for k, p in enumerate(prepared)]
 
-    def at_points(self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
-        """``x_out (B, P, out)`` and weights ``(B, P, N)`` at ``coords (B, P, n)``; ``size`` is the target grid."""
+    def _mix_points(self, feats: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        if self.cfg.kind == "plain":
+            return torch.cat(feats, dim=-1), None
+        weights = self._route(torch.softmax(self.gate(feats).float(), dim=-1).to(feats[0].dtype), dim=-1)
+        return weighted_sum(feats, weights), weights
+
+    def at_points(
+        self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...], prepared: list | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x_out (B, P, out)`` and weights ``(B, P, N)`` at ``coords (B, P, n)``; ``size`` is the target grid.
+        ``prepared`` (from :meth:`prepare`) skips re-preparing the experts."""
         if not self.sparse_exact:
             x_out, weights = self.dense(experts, size)
             return sample_points(x_out, coords), (sample_points(weights, coords) if weights is not None else None)
-        fused, weights = self._mix_points([self.expert_at_points(k, e, coords) for k, e in enumerate(experts)])
+        fused, weights = self._mix_points(self._point_features(experts, coords, prepared))
         return self._fuse(fused), weights
 
-    def gate_weights_at_points(self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...]) -> Tensor | None:
+    def gate_weights_at_points(
+        self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...], prepared: list | None = None
+    ) -> Tensor | None:
         """Only the gate weights ``(B, P, N)`` (skips the fusion MLP); None for the plain extractor."""
         if self.cfg.kind == "plain":
             return None
         if not self.sparse_exact:
             return sample_points(self.dense(experts, size)[1], coords)
-        return self._mix_points([self.expert_at_points(k, e, coords) for k, e in enumerate(experts)])[1]
+        return self._mix_points(self._point_features(experts, coords, prepared))[1]

@@ -53,6 +53,10 @@ def augment_batch(images: Tensor, labels: Tensor, cfg: AugmentConfig, g: torch.G
         view = (b,) + (1,) * (images.dim() - 1)
         shift, gain = (shift * jitter).reshape(view), torch.where(jitter, gain, torch.ones(b)).reshape(view)
         images = images * gain + shift
+    noisy = _chance(cfg.noise, b, g)
+    if noisy.any():
+        view = (b,) + (1,) * (images.dim() - 1)
+        images = images + torch.randn(images.shape, generator=g) * cfg.noise_std * noisy.reshape(view)
     return images, labels
 
 

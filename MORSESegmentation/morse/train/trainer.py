@@ -112,6 +112,9 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         model = MorseModel(cfg.model).to(self.device)
+        memory_format = torch.channels_last if t.channels_last and cfg.model.spatial_dims == 2 else None
+        if memory_format is not None:
+            model = model.to(memory_format=memory_format)
         model_gen = torch.Generator(device=self.device).manual_seed(t.seed + 7919 * (self.dist.rank + 1))
         data_gen = torch.Generator().manual_seed(t.seed + 104729 * (self.dist.rank + 1))
         model.set_generator(model_gen)
@@ -143,6 +146,8 @@ class Trainer:
             x, y = sampler.sample(t.batch_size)
             x, y = augment_batch(x, y, cfg.data.augment, data_gen)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if memory_format is not None:
+                x = x.contiguous(memory_format=memory_format)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 outputs = net(x)
             losses = loss_fn(outputs, y, step, t.iterations)

@@ -1,0 +1,93 @@
+"""``morse segment INPUT... -o OUTDIR``: segment image files and write every output per case."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import MorseError, OutputError
+from ..geometry import spacing_ijk
+from ..imageio import case_name, read_image
+from ..modelpack import load_model_pack
+from .outputs import check_writable, write_case
+from .pipeline import release_models, segment_volume
+
+log = logging.getLogger(__name__)
+
+_WHAT = {
+    "segmentation.nii.gz": "refined organ labels (values as in summary.json 'labels')",
+    "segmentation.seg.nrrd": "the same as a 3D Slicer segmentation (names, colours, SNOMED-CT terminology)",
+    "coarse.nii.gz": "labels of the backbone's own head, before the rendering head",
+    "gating.nii.gz": "gate weight of each expert (one component per expert, 0..1)",
+    "uncertainty.nii.gz": "point uncertainty, 1 - (p_max - p_second) of the coarse softmax (0..1)",
+    "rectified.nii.gz": "1 where the rendering head replaced the prediction",
+    "preview.png": "axial slices with the organs overlaid",
+    "summary.json": "model, device, timings per stage, organ volumes in ml",
+}
+
+
+def run(args) -> int:
+    pack = load_model_pack(args.model)
+    out_root = Path(args.out)
+    names = [case_name(p) for p in args.inputs]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise OutputError(f"several inputs share the case name(s) {sorted(duplicates)}; segment them separately")
+    for name in names:  # fail before any computation rather than after the first case
+        check_writable(out_root / name, args.overwrite)
+    failures = 0
+    for path, name in zip(args.inputs, names):
+        try:
+            image = read_image(path)
+            shape = "×".join(map(str, image.array.shape))
+            log.info("%s: %s voxels (KJI), model %s %s", name, shape, pack.model_id, pack.version)
+            result = segment_volume(
+                image.array,
+                image.ijk_to_ras,
+                model=pack,
+                device=args.device,
+                refine=args.refine,
+                gating=args.gating,
+                uncertainty=args.uncertainty,
+                gating_stride=args.gating_stride,
+                progress=_progress_printer(name),
+            )
+            out = write_case(out_root / name, result, image.array, str(path), overwrite=args.overwrite)
+        except MorseError as exc:
+            if len(args.inputs) == 1:
+                raise
+            failures += 1
+            log.error("%s: %s", path, exc)
+            continue
+        for message in result.messages:
+            print(f"note: {message}")
+        _report(out, result)
+    release_models()
+    return 1 if failures else 0
+
+
+def _progress_printer(name: str):
+    last = {"stage": None}
+
+    def report(stage: str, fraction: float) -> None:
+        if stage != last["stage"]:
+            log.info("%s: %s", name, stage)
+            last["stage"] = stage
+
+    return report
+
+
+def _report(out: Path, result) -> None:
+    total = result.timings.get("total", 0.0)
+    print(f"\n{out}/  ({result.model_id} {result.model_version} on {result.device}, {total:.1f} s)")
+    for file, what in _WHAT.items():
+        if (out / file).exists():
+            print(f"  {file:<24} {what}")
+    volumes = result.volumes_ml(tuple(float(s) for s in spacing_ijk(result.ijk_to_ras)))
+    found = [f"{name} {ml:.0f} ml" for name, ml in volumes.items() if ml > 0]
+    print("  organs found: " + (", ".join(found) if found else "none"))
+    if result.rectified is not None:
+        print(
+            f"  rendering head: {int(result.rectified.sum())} voxels re-predicted, "
+            f"{int(result.changed.sum())} changed label"
+        )
