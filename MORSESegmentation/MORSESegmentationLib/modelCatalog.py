@@ -1,0 +1,172 @@
+"""Which models the user can pick: the packs bundled with the extension, and a model-pack folder from disk.
+
+A model pack is a folder with ``model.json`` and ``model.safetensors`` (see ``morse.modelpack``). Validation goes
+through the engine's :func:`morse.modelpack.load_model_pack` and the weights' sha256, so the message a user sees
+here is the one a run would give. Pickle checkpoints (``.pt``/``.pth``...) are refused, never loaded.
+
+``morse.modelpack`` imports torch. Before the dependencies are installed (first start of the extension) the list
+of bundled models is read from the ``model.json`` files alone and a folder from disk is only pre-checked; the full
+check happens when torch is there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_KEY = "default"
+FALLBACK_DEFAULT_MODEL_ID = "abdomen-ct-morse2d"  # morse.modelpack.DEFAULT_MODEL_ID, readable without torch
+
+
+@dataclass
+class ModelEntry:
+    """A model the user can choose. ``key`` is what :meth:`process` takes as ``model``: ``"default"``, a bundled
+    model id, or a folder path."""
+
+    key: str
+    title: str
+    modelId: str = ""
+    version: str = ""
+    path: Path | None = None
+    labels: list[str] = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
+class ModelCheck:
+    """Outcome of checking a model folder: ``ok``, a message for the user, and the entry when usable."""
+
+    ok: bool
+    message: str
+    entry: ModelEntry | None = None
+
+
+def torchAvailable() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def modelsDir() -> Path:
+    """Folder of the bundled model packs (``$MORSE_MODELS`` overrides), without importing torch."""
+    if torchAvailable():
+        from morse.modelpack import models_dir
+
+        return models_dir()
+    env = os.environ.get("MORSE_MODELS")
+    if env:
+        return Path(env)
+    import morse
+
+    return Path(morse.__file__).resolve().parents[1] / "Resources" / "Models"
+
+
+def defaultModelId() -> str:
+    if torchAvailable():
+        from morse.modelpack import DEFAULT_MODEL_ID
+
+        return DEFAULT_MODEL_ID
+    return FALLBACK_DEFAULT_MODEL_ID
+
+
+def _readMeta(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _entryFromMeta(key: str, folder: Path, meta: dict) -> ModelEntry:
+    labels = [str(item.get("name", "?")) for item in meta.get("labels", []) if isinstance(item, dict)]
+    name = str(meta.get("name") or meta.get("model_id") or folder.name)
+    version = str(meta.get("version", ""))
+    return ModelEntry(
+        key=key,
+        title=f"{name} {version}".strip(),
+        modelId=str(meta.get("model_id", folder.name)),
+        version=version,
+        path=folder,
+        labels=labels,
+        description=str(meta.get("description", "")),
+    )
+
+
+def bundledModels() -> list[ModelEntry]:
+    """The model packs shipped with the extension, the default one first (titled "... (default)")."""
+    root = modelsDir()
+    defaultId = defaultModelId()
+    entries = []
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            meta = _readMeta(folder)
+            if meta is None:
+                continue
+            isDefault = folder.name == defaultId
+            entry = _entryFromMeta(DEFAULT_KEY if isDefault else folder.name, folder, meta)
+            if isDefault:
+                entry.title += " (default)"
+            entries.append(entry)
+    entries.sort(key=lambda e: e.key != DEFAULT_KEY)
+    return entries
+
+
+def describe(entry: ModelEntry) -> str:
+    organs = ", ".join(entry.labels[:10]) + ("…" if len(entry.labels) > 10 else "")
+    return f"{entry.modelId} {entry.version}: {len(entry.labels)} labels ({organs})"
+
+
+def checkModel(key: str) -> ModelCheck:
+    """Check a model choice: ``"default"``, a bundled id, or a model-pack folder. Never raises."""
+    key = (key or "").strip()
+    if key == DEFAULT_KEY or (key and "/" not in key and "\\" not in key and (modelsDir() / key).is_dir()):
+        folder = modelsDir() / (defaultModelId() if key == DEFAULT_KEY else key)
+        if not folder.is_dir():
+            return ModelCheck(
+                False,
+                f"The bundled model is not installed (expected {folder}). Reinstall the MORSE extension, or load a "
+                "model pack from disk.",
+            )
+        return checkFolder(folder, key=key)
+    if not key:
+        return ModelCheck(False, "Choose a model-pack folder (it holds model.json and model.safetensors).")
+    return checkFolder(Path(key), key=key)
+
+
+def checkFolder(folder: str | Path, key: str | None = None) -> ModelCheck:
+    """Validate a model-pack folder with the engine's loader and the weights' checksum; never raises."""
+    folder = Path(folder)
+    key = key or str(folder)
+    if not torchAvailable():
+        return _precheckFolder(folder, key)
+    from morse.errors import MorseError
+    from morse.modelpack import load_model_pack, sha256_file
+
+    try:
+        pack = load_model_pack(folder)
+    except MorseError as exc:
+        return ModelCheck(False, str(exc))
+    except OSError as exc:
+        return ModelCheck(False, f"{folder}: cannot be read ({exc})")
+    expected = pack.meta["weights"].get("sha256")
+    if expected and sha256_file(pack.weights_path) != expected:
+        return ModelCheck(
+            False,
+            f"{pack.weights_path}: the weights do not match the checksum in model.json (corrupted or replaced file). "
+            "Copy the model pack again.",
+        )
+    entry = _entryFromMeta(key, pack.path, pack.meta)
+    return ModelCheck(True, describe(entry), entry)
+
+
+def _precheckFolder(folder: Path, key: str) -> ModelCheck:
+    """Without torch: only what can be read safely (JSON), with a note that the full check comes later."""
+    if folder.is_file():
+        return ModelCheck(False, f"{folder}: a file; choose the model-pack folder that holds model.json")
+    if not folder.is_dir():
+        return ModelCheck(False, f"{folder}: no such folder")
+    meta = _readMeta(folder)
+    if meta is None:
+        return ModelCheck(False, f"{folder}: no readable model.json; not a MORSE model pack")
+    entry = _entryFromMeta(key, folder, meta)
+    return ModelCheck(True, describe(entry) + " (fully checked after PyTorch is installed, on the first Apply)", entry)

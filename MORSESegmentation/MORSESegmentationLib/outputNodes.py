@@ -1,0 +1,362 @@
+"""The MRML nodes a MORSE run creates, how they are marked, and how a run takes them back.
+
+Every node MORSE creates carries the attribute ``MORSE.Output`` (its role, see :class:`Role`), ``MORSE.RunID`` and
+a node reference ``MORSEInputVolume`` to the segmented volume. That marking is what lets a later run replace *its
+own* earlier outputs (and nothing else), and it survives saving and reloading the scene.
+
+Arrays passed in here are KJI (``[k, j, i]``) on the grid of the 4×4 IJK→RAS matrix given with them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from .volumeArrays import addVolumeFromArray
+
+OUTPUT_ATTRIBUTE = "MORSE.Output"
+RUN_ATTRIBUTE = "MORSE.RunID"
+MODEL_ATTRIBUTE = "MORSE.Model"
+SCALE_ATTRIBUTE = "MORSE.ValueScale"
+INPUT_REFERENCE_ROLE = "MORSEInputVolume"
+SEGMENT_OUTPUT_TAG = "MORSE.Output"
+SEGMENT_RUN_TAG = "MORSE.RunID"
+
+# Slicer's own terminology contexts, so that the Segment Editor's terminology selector recognises the codes.
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+# Expert k is drawn in the k-th colour both as a segment and as the colour ramp of its gating map, so the two
+# views of one expert match. The ramps are Slicer's built-in black-to-colour tables (no file needed).
+EXPERT_RAMPS = (
+    ("vtkMRMLColorTableNodeRed", (1.0, 0.0, 0.0)),
+    ("vtkMRMLColorTableNodeGreen", (0.0, 1.0, 0.0)),
+    ("vtkMRMLColorTableNodeBlue", (0.0, 0.4, 1.0)),
+    ("vtkMRMLColorTableNodeYellow", (1.0, 1.0, 0.0)),
+    ("vtkMRMLColorTableNodeCyan", (0.0, 1.0, 1.0)),
+    ("vtkMRMLColorTableNodeMagenta", (1.0, 0.0, 1.0)),
+)
+UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLColorTableNodeIron"
+RECTIFIED_COLOR = (1.0, 0.85, 0.0)
+CHANGED_COLOR = (1.0, 0.0, 1.0)
+
+UINT8_SCALE = 1.0 / 255.0
+
+
+class Role:
+    """Values of the ``MORSE.Output`` attribute."""
+
+    SEGMENTATION = "segmentation"
+    EXPERTS = "experts"
+    GATING = "gating"
+    UNCERTAINTY = "uncertainty"
+    RECTIFIED = "rectified"
+    MAPS_FOLDER = "maps"
+    ORGAN_SEGMENT = "organ"
+
+
+@dataclass
+class SegmentSpec:
+    """One segment to create from a label map: voxels equal to ``value`` become segment ``name``."""
+
+    value: int
+    name: str
+    color: tuple[float, float, float]
+    terminology: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def terminologyEntry(category, typ) -> str | None:
+    """Slicer's ``TerminologyEntry`` tag for SNOMED-CT (scheme, code, meaning) triplets, or None.
+
+    Format: ``context~catScheme^catCode^catMeaning~typeScheme^typeCode^typeMeaning~modifier~anatomicContext~region~
+    regionModifier`` (empty triplets as ``^^``).
+    """
+    if not category or not typ:
+        return None
+
+    def triplet(code) -> str:
+        return "^".join(str(part).replace("~", "-").replace("^", "-") for part in code)
+
+    return f"{TERMINOLOGY_CONTEXT}~{triplet(category)}~{triplet(typ)}~^^~{ANATOMIC_CONTEXT}~^^~^^"
+
+
+def newRunID() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class SceneTransaction:
+    """What one run adds to the scene, so that a failed or cancelled run can remove all of it.
+
+    Nodes are recorded explicitly as they are created; :meth:`rollback` also removes every other node that
+    appeared in the scene since the transaction started (display, storage and colour nodes created on the way),
+    which is safe because outputs are created synchronously on the main thread, where the user cannot add nodes
+    meanwhile. Segments added to a segmentation that existed before are removed one by one; that node stays.
+    """
+
+    def __init__(self, scene=None):
+        self.scene = scene or slicer.mrmlScene
+        self.nodeIDsBefore = {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
+        self.nodes: list = []
+        self.folderItems: list[int] = []
+        self.segments: list[tuple[object, str]] = []
+        self.removedSegments: list[tuple[object, str, object, int]] = []
+        self.geometryRestore: list[tuple[object, str]] = []
+
+    def addNode(self, node):
+        self.nodes.append(node)
+        return node
+
+    def addFolderItem(self, itemID: int) -> int:
+        self.folderItems.append(itemID)
+        return itemID
+
+    def addSegment(self, segmentationNode, segmentID: str) -> None:
+        self.segments.append((segmentationNode, segmentID))
+
+    def removeSegment(self, segmentationNode, segmentID: str) -> None:
+        """Remove a segment from a node that existed before, keeping a copy to put back on rollback."""
+        segmentation = segmentationNode.GetSegmentation()
+        backup = slicer.vtkSegment()
+        backup.DeepCopy(segmentation.GetSegment(segmentID))
+        index = segmentation.GetSegmentIndex(segmentID)
+        self.removedSegments.append((segmentationNode, segmentID, backup, index))
+        segmentation.RemoveSegment(segmentID)
+
+    def setReferenceGeometry(self, segmentationNode, volumeNode) -> None:
+        """Set a pre-existing segmentation's reference geometry, remembering the old one for rollback."""
+        segmentation = segmentationNode.GetSegmentation()
+        name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        self.geometryRestore.append((segmentationNode, segmentation.GetConversionParameter(name)))
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+
+    def rollback(self) -> None:
+        for segmentationNode, segmentID in reversed(self.segments):
+            if segmentationNode.GetSegmentation().GetSegment(segmentID) is not None:
+                segmentationNode.GetSegmentation().RemoveSegment(segmentID)
+        for segmentationNode, segmentID, backup, index in reversed(self.removedSegments):
+            segmentationNode.GetSegmentation().AddSegment(backup, segmentID)
+            segmentationNode.GetSegmentation().SetSegmentIndex(segmentID, index)  # back in its place in the list
+        name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+        for segmentationNode, geometry in reversed(self.geometryRestore):
+            segmentationNode.GetSegmentation().SetConversionParameter(name, geometry)
+        shNode = self.scene.GetSubjectHierarchyNode()
+        for node in reversed(self.nodes):
+            removeNodeAndItem(node, self.scene)
+        for itemID in reversed(self.folderItems):
+            if shNode is not None and shNode.GetItemName(itemID):
+                shNode.RemoveItem(itemID, False, False)
+        added = [
+            self.scene.GetNthNode(i)
+            for i in range(self.scene.GetNumberOfNodes())
+            if self.scene.GetNthNode(i).GetID() not in self.nodeIDsBefore
+        ]
+        for node in reversed(added):
+            removeNodeAndItem(node, self.scene)
+        self.nodes.clear()
+        self.folderItems.clear()
+        self.segments.clear()
+        self.removedSegments.clear()
+        self.geometryRestore.clear()
+
+
+def removeNodeAndItem(node, scene=None) -> None:
+    """Remove a node and its subject-hierarchy item (without the Qt plugins nothing removes the item for us)."""
+    scene = scene or slicer.mrmlScene
+    if not scene.IsNodePresent(node):
+        return
+    shNode = scene.GetSubjectHierarchyNode()
+    itemID = shNode.GetItemByDataNode(node) if shNode is not None and node is not shNode else 0
+    if itemID:
+        shNode.RemoveItem(itemID, False, False)  # the item only; the node goes next
+    if scene.IsNodePresent(node):
+        scene.RemoveNode(node)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# marking and finding outputs
+
+
+def markOutput(node, role: str, runID: str, inputVolume, model: str = "") -> None:
+    node.SetAttribute(OUTPUT_ATTRIBUTE, role)
+    node.SetAttribute(RUN_ATTRIBUTE, runID)
+    if model:
+        node.SetAttribute(MODEL_ATTRIBUTE, model)
+    node.SetNodeReferenceID(INPUT_REFERENCE_ROLE, inputVolume.GetID())
+
+
+def isMorseOutput(node) -> bool:
+    return bool(node is not None and node.GetAttribute(OUTPUT_ATTRIBUTE))
+
+
+def outputsOfVolume(inputVolume, scene=None) -> list:
+    """Every node MORSE created for ``inputVolume`` (any run), in scene order."""
+    scene = scene or slicer.mrmlScene
+    found = []
+    for i in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(i)
+        if node.GetAttribute(OUTPUT_ATTRIBUTE) and node.GetNodeReferenceID(INPUT_REFERENCE_ROLE) == inputVolume.GetID():
+            found.append(node)
+    return found
+
+
+def runSuffix(inputName: str, scene=None) -> str:
+    """``""`` for the first run on a volume, then ``" 2"``, ``" 3"``...: the first suffix whose names are all free,
+    so that the outputs of one run share one recognisable name (``CT MORSE 2``, ``CT MORSE 2 experts``...)."""
+    scene = scene or slicer.mrmlScene
+    shNode = scene.GetSubjectHierarchyNode()
+    items = vtk.vtkIdList()
+    shNode.GetItemChildren(shNode.GetSceneItemID(), items, True)
+    itemNames = {shNode.GetItemName(items.GetId(i)) for i in range(items.GetNumberOfIds())}
+    number = 1
+    while True:
+        suffix = "" if number == 1 else f" {number}"
+        base = f"{inputName} MORSE{suffix}"
+        names = [base] + [f"{base} {what}" for what in ("experts", "rectified", "uncertainty", "gating expert 1")]
+        if f"{base} maps" not in itemNames and not any(scene.GetFirstNodeByName(n) for n in names):
+            return suffix
+        number += 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# subject hierarchy
+
+
+def parentItemOf(node) -> int:
+    """Subject-hierarchy parent of ``node`` (its study when loaded from DICOM), or the scene item."""
+    shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
+    itemID = shNode.GetItemByDataNode(node)
+    parent = shNode.GetItemParent(itemID) if itemID else 0
+    return parent or shNode.GetSceneItemID()
+
+
+def placeUnder(node, parentItemID: int) -> int:
+    """Put ``node`` under ``parentItemID`` in the subject hierarchy (creating its item where the application has
+    not, e.g. without the Qt subject-hierarchy plugins); return the node's item."""
+    shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
+    itemID = shNode.GetItemByDataNode(node)
+    if itemID:
+        shNode.SetItemParent(itemID, parentItemID)
+    else:
+        itemID = shNode.CreateItem(parentItemID, node)
+    return itemID
+
+
+def createFolder(name: str, parentItemID: int, role: str, runID: str) -> int:
+    shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
+    itemID = shNode.CreateFolderItem(parentItemID, name)
+    shNode.SetItemAttribute(itemID, OUTPUT_ATTRIBUTE, role)
+    shNode.SetItemAttribute(itemID, RUN_ATTRIBUTE, runID)
+    return itemID
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# segmentations
+
+
+def createSegmentationNode(name: str, referenceVolume):
+    """An empty segmentation node with display nodes, whose reference geometry is ``referenceVolume``'s grid (so
+    that editing and DICOM SEG export use the input's voxels)."""
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
+    node.SetAndObserveTransformNodeID(referenceVolume.GetTransformNodeID())
+    return node
+
+
+def orientedImageFromArray(array: np.ndarray, ijkToRas: np.ndarray):
+    """A ``vtkOrientedImageData`` (uint8) holding ``array (K, J, I)`` on the grid of ``ijkToRas``."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(array.shape[2], array.shape[1], array.shape[0])
+    scalars = numpy_support.numpy_to_vtk(array.ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
+    image.GetPointData().SetScalars(scalars)
+    image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(np.asarray(ijkToRas, dtype=np.float64)))
+    return image
+
+
+def addLabelmapSegments(segmentationNode, labels: np.ndarray, ijkToRas: np.ndarray, specs: list[SegmentSpec]) -> list:
+    """Add one segment per spec to ``segmentationNode``, all sharing one binary-labelmap layer built from
+    ``labels (K, J, I)`` (segment = voxels whose value is ``spec.value``; absent values give empty segments).
+
+    Segment IDs are the segment names where free (``liver``), else made unique by Slicer. Returns the new IDs.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    shared = orientedImageFromArray(labels, ijkToRas)
+    representation = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    ids = []
+    for spec in specs:
+        segment = slicer.vtkSegment()
+        segment.SetName(spec.name)
+        segment.SetColor(*[float(c) for c in spec.color])
+        segment.SetLabelValue(int(spec.value))
+        segment.AddRepresentation(representation, shared)
+        if spec.terminology:
+            segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), spec.terminology)
+        for key, value in spec.tags.items():
+            segment.SetTag(key, str(value))
+        segmentID = segmentation.GenerateUniqueSegmentID(spec.name)
+        segmentation.AddSegment(segment, segmentID)
+        ids.append(segmentID)
+    return ids
+
+
+def addMaskSegment(segmentationNode, mask: np.ndarray, ijkToRas: np.ndarray, name: str, color) -> str:
+    """Add a segment from a (K, J, I) mask, in its own labelmap layer (masks may overlap other segments)."""
+    return addLabelmapSegments(
+        segmentationNode, (np.asarray(mask) != 0).astype(np.uint8), ijkToRas, [SegmentSpec(1, name, color)]
+    )[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# map volumes
+
+
+def storedMap(values: np.ndarray, asUint8: bool) -> np.ndarray:
+    """A map in [0, 1] as stored in its volume node: uint8 0..255 (value × 255, rounded) or float32 0..1.
+
+    ``values`` may already be uint8 0..255 (the background worker quantises before sending), which is kept as is.
+    """
+    values = np.asarray(values)
+    if values.dtype == np.uint8:
+        return values if asUint8 else values.astype(np.float32) * np.float32(UINT8_SCALE)
+    if asUint8:
+        out = np.empty(values.shape, np.uint8)
+        np.rint(np.clip(values, 0.0, 1.0) * 255.0, out=out, casting="unsafe")
+        return out
+    return np.clip(values, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def createMapVolume(
+    name: str,
+    values: np.ndarray,
+    ijkToRas: np.ndarray,
+    colorNodeID: str,
+    asUint8: bool,
+    description: str,
+    referenceVolume,
+):
+    """A scalar volume for a map in [0, 1] with a colour table and a window covering exactly 0..1.
+
+    With ``asUint8`` the voxels hold round(value × 255) (a quarter of the float32 memory; resolution 1/255 ≈ 0.004,
+    far below what the eye or a threshold would use); the scale is written into the node description and the
+    ``MORSE.ValueScale`` attribute (multiply stored values by it to get 0..1).
+    """
+    stored = storedMap(values, asUint8)
+    node = addVolumeFromArray(stored, ijkToRas, name)
+    node.SetAndObserveTransformNodeID(referenceVolume.GetTransformNodeID())
+    scale = UINT8_SCALE if asUint8 else 1.0
+    node.SetAttribute(SCALE_ATTRIBUTE, repr(scale))
+    if asUint8:
+        description += " Stored as 8-bit integers: value 0..255 means 0..1 (multiply by 1/255)."
+    node.SetDescription(description)
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(colorNodeID)
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevelMinMax(0.0, 255.0 if asUint8 else 1.0)
+    return node
