@@ -132,6 +132,7 @@ class DependencyInstaller:
     - ``installTorch(versionRequirement) -> module | None``: None when declined there.
     - ``pipInstall(requirements: list[str], skip: list[str])``: install pip requirements, never ``skip``.
     - ``isSatisfied(requirement) -> bool``.
+    - ``isImported(importName) -> bool``: already loaded in this session (then a restart is needed after updating).
     """
 
     def __init__(
@@ -141,12 +142,14 @@ class DependencyInstaller:
         installTorch: Callable[[str], object] | None = None,
         pipInstall: Callable[[list[str], list[str]], None] | None = None,
         isSatisfied: Callable[[Requirement], bool] = isSatisfied,
+        isImported: Callable[[str], bool] = lambda name: name in sys.modules,
     ):
         self.requirements = requirements
         self.confirm = confirm or _slicerConfirm
         self.installTorch = installTorch or _pyTorchUtilsInstall
         self.pipInstall = pipInstall or _slicerPipInstall
         self.isSatisfied = isSatisfied
+        self.isImported = isImported
 
     def missing(self) -> list[Requirement]:
         return [r for r in self.requirements if not self.isSatisfied(r)]
@@ -180,7 +183,7 @@ class DependencyInstaller:
                     "MORSE cannot run without these Python packages; nothing was installed. Click Apply again to "
                     f"install them, or install them from the Python console:\n{details}"
                 )
-        importedBefore = {r.importName for r in missing if r.importName in sys.modules}
+        importedBefore = {r.importName for r in missing if self.isImported(r.importName)}
         torchReqs = [r for r in missing if r.viaPyTorch]
         pipReqs = [r for r in missing if not r.viaPyTorch]
         for r in torchReqs:  # first, so that pip never resolves torch itself

@@ -396,7 +396,7 @@ class SegmentationLogic:
                 value=info.value,
                 name=info.name,
                 color=tuple(info.color),
-                terminology=out.terminologyEntry(info.category, info.type),
+                terminology=out.terminologyEntry(info),
                 tags={out.SEGMENT_OUTPUT_TAG: out.Role.ORGAN_SEGMENT, out.SEGMENT_RUN_TAG: runID},
             )
             for info in result.labels_info

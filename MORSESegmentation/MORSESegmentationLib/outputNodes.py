@@ -27,10 +27,6 @@ INPUT_REFERENCE_ROLE = "MORSEInputVolume"
 SEGMENT_OUTPUT_TAG = "MORSE.Output"
 SEGMENT_RUN_TAG = "MORSE.RunID"
 
-# Slicer's own terminology contexts, so that the Segment Editor's terminology selector recognises the codes.
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-
 # Expert k is drawn in the k-th colour both as a segment and as the colour ramp of its gating map, so the two
 # views of one expert match. The ramps are Slicer's built-in black-to-colour tables (no file needed).
 EXPERT_RAMPS = (
@@ -71,19 +67,16 @@ class SegmentSpec:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def terminologyEntry(category, typ) -> str | None:
-    """Slicer's ``TerminologyEntry`` tag for SNOMED-CT (scheme, code, meaning) triplets, or None.
+def terminologyEntry(info) -> str | None:
+    """Slicer's ``TerminologyEntry`` tag of a :class:`LabelInfo` (SNOMED-CT category and type), or None.
 
-    Format: ``context~catScheme^catCode^catMeaning~typeScheme^typeCode^typeMeaning~modifier~anatomicContext~region~
-    regionModifier`` (empty triplets as ``^^``).
+    The format is the engine's (``morse segment`` writes the same tag into its ``.seg.nrrd``), in Slicer's own
+    terminology contexts so that the Segment Editor recognises the codes:
+    ``context~catScheme^catCode^catMeaning~typeScheme^typeCode^typeMeaning~^^~anatomicContext~^^~^^``.
     """
-    if not category or not typ:
-        return None
+    from morse.inference.outputs import terminology_entry
 
-    def triplet(code) -> str:
-        return "^".join(str(part).replace("~", "-").replace("^", "-") for part in code)
-
-    return f"{TERMINOLOGY_CONTEXT}~{triplet(category)}~{triplet(typ)}~^^~{ANATOMIC_CONTEXT}~^^~^^"
+    return terminology_entry(info) or None
 
 
 def newRunID() -> str:

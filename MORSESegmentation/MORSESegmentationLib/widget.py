@@ -23,6 +23,7 @@ from .logic import activeVolume, overallProgress
 from .parameters import Preferences
 
 FROM_DISK_KEY = "__from_disk__"
+PREFERENCES_APPLIED = "MORSE.PreferencesApplied"  # parameter-node attribute: preferences were applied to it
 POLL_INTERVAL_MS = 200
 PROGRESS_STEPS = 1000
 OK_STYLE = "color: #2e7d32"
@@ -64,21 +65,21 @@ class MORSESegmentationPanel(VTKObservationMixin):
     # -- parameter node --------------------------------------------------------------------------------------------
 
     def initializeParameterNode(self) -> None:
-        """Bind the scene's parameter node; pick the active (or first) volume and the preferred device."""
-        self.setParameterNode(self.logic.getParameterNode())
-        params = self._parameterNode
-        if not params.inputVolume:
-            volume = activeVolume() or _firstImageVolume()
-            if volume is not None:
-                params.inputVolume = volume
+        """Bind the scene's parameter node; pick the active (or first) volume and, for a new scene, the user's
+        preferred device (before binding, so that the node's defaults do not overwrite the preference)."""
+        params = self.logic.getParameterNode()
         node = params.parameterNode
-        if not node.GetAttribute("MORSE.PreferencesApplied"):
-            node.SetAttribute("MORSE.PreferencesApplied", "1")
+        if not node.GetAttribute(PREFERENCES_APPLIED):
+            node.SetAttribute(PREFERENCES_APPLIED, "1")
             params.device = self.preferences.device
             folder = self.preferences.lastModelFolder
             if params.model == modelCatalog.DEFAULT_KEY and not self._modelEntries and folder:
                 params.model = folder  # no bundled model: offer the last folder used
-        self._updateModelWidgets()
+        if not params.inputVolume:
+            volume = activeVolume() or _firstImageVolume()
+            if volume is not None:
+                params.inputVolume = volume
+        self.setParameterNode(params)
 
     def setParameterNode(self, parameterNode) -> None:
         if self._parameterNode is not None:
@@ -97,8 +98,11 @@ class MORSESegmentationPanel(VTKObservationMixin):
         params = self._parameterNode
         if params is None:
             return
-        if params.device != self.preferences.device:
-            self.preferences.device = params.device  # the device follows the user across scenes and sessions
+        # The device follows the user across scenes and sessions. Only from a node this panel initialised: a node
+        # being reset (scene close) shows default values that are not the user's choice.
+        initialised = params.parameterNode.GetAttribute(PREFERENCES_APPLIED)
+        if initialised and params.device != self.preferences.device:
+            self.preferences.device = params.device
         self._updateDeviceLabel()
         self._checkCanApply()
 
@@ -227,52 +231,63 @@ class MORSESegmentationPanel(VTKObservationMixin):
             self.startRun()
 
     def onInstallDependencies(self, _checked: bool = False) -> None:
-        with slicer.util.tryWithErrorDisplay("Failed to install MORSE's Python packages.", waitCursor=True):
-            installed = self.logic.dependencies.ensure()
-            self.log(
-                "Installed " + ", ".join(r.pipRequirement for r in installed)
-                if installed
-                else "All Python packages MORSE needs are installed."
-            )
+        try:
+            with slicer.util.tryWithErrorDisplay("Failed to install MORSE's Python packages.", waitCursor=True):
+                installed = self.logic.dependencies.ensure()
+                self.log(
+                    "Installed " + ", ".join(r.pipRequirement for r in installed)
+                    if installed
+                    else "All Python packages MORSE needs are installed."
+                )
+        except Exception as exc:
+            self.log(str(exc), logging.ERROR)
         self._validateModel()
 
     def startRun(self) -> None:
-        params = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("MORSE could not start the segmentation.", waitCursor=True):
-            self.log("Checking Python packages…")
-            self.logic.dependencies.ensure()  # asks before installing anything (first use only)
-            self._validateModel()  # a full check now that torch is surely there
-            if not self._modelCheck.ok:
-                raise MorseError(self._modelCheck.message)
-            request = self.logic.prepareRequest(
-                params.inputVolume,
-                params.outputSegmentation,
-                params.model,
-                params.device,
-                params.refine,
-                params.gating,
-                params.uncertainty,
-                params.replaceExisting,
-            )
-            run = self.workerFactory(
-                request.volume,
-                request.ijkToRas,
-                model=request.model,
-                device=request.device,
-                refine=request.refine,
-                gating=request.gating,
-                uncertainty=request.uncertainty,
-                mapsUint8=self.logic.mapsAsUint8,
-            )
-            run.start()
-            request.volume = None  # the worker has its copy on disk; do not hold the voxels twice during the run
-            self._run, self._request, self._runStarted = run, request, time.monotonic()
-            self.log(f"Segmenting '{request.inputName}' with model '{request.model}' on '{request.device}'…")
-            self.ui.progressBar.value = 0
-            self.ui.progressBar.setFormat("starting %p%")
-            self.ui.progressBar.show()
-            self._timer.start()
-        self._checkCanApply()
+        """Check dependencies (first use: ask, then install), capture the input, start the worker and the timer."""
+        try:
+            # tryWithErrorDisplay shows the error in a dialog, then re-raises; the log keeps it too.
+            with slicer.util.tryWithErrorDisplay("MORSE could not start the segmentation.", waitCursor=True):
+                self._startRun(self._parameterNode)
+        except Exception as exc:
+            self.log(str(exc), logging.ERROR)
+        finally:
+            self._checkCanApply()
+
+    def _startRun(self, params) -> None:
+        self.log("Checking Python packages…")
+        self.logic.dependencies.ensure()  # asks before installing anything (first use only)
+        self._validateModel()  # a full check now that torch is surely there
+        if not self._modelCheck.ok:
+            raise MorseError(self._modelCheck.message)
+        request = self.logic.prepareRequest(
+            params.inputVolume,
+            params.outputSegmentation,
+            params.model,
+            params.device,
+            params.refine,
+            params.gating,
+            params.uncertainty,
+            params.replaceExisting,
+        )
+        run = self.workerFactory(
+            request.volume,
+            request.ijkToRas,
+            model=request.model,
+            device=request.device,
+            refine=request.refine,
+            gating=request.gating,
+            uncertainty=request.uncertainty,
+            mapsUint8=self.logic.mapsAsUint8,
+        )
+        run.start()
+        request.volume = None  # the worker has its copy on disk; do not hold the voxels twice during the run
+        self._run, self._request, self._runStarted = run, request, time.monotonic()
+        self.log(f"Segmenting '{request.inputName}' with model '{request.model}' on '{request.device}'…")
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.setFormat("starting %p%")
+        self.ui.progressBar.show()
+        self._timer.start()
 
     def cancelRun(self) -> None:
         if self._run is None:

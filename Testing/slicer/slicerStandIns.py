@@ -74,7 +74,7 @@ def _makeQt() -> types.ModuleType:
     qt.__doc__ = "MORSE test stand-in for PythonQt's qt module (settings and timer only; no widgets)."
     qt.QSettings = _QSettings
     qt.QTimer = _QTimer
-    qt.Qt = types.SimpleNamespace(ToolTipRole=3)
+    qt.Qt = types.SimpleNamespace(ToolTipRole=3, WaitCursor=3)
     return qt
 
 

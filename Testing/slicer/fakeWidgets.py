@@ -1,0 +1,179 @@
+"""Plain-Python fakes of the few Qt/CTK widget behaviours the MORSE panel relies on, built from the .ui file.
+
+They let the panel's control flow (Apply ↔ Cancel, model choice, progress, log) run against real MRML nodes without
+Qt. They model only what the panel uses; an attribute the panel uses that a fake lacks raises AttributeError, so
+the fakes cannot silently accept an API the real widgets do not offer. What they cannot show is real Qt behaviour
+(layout, painting, PythonQt conversions): that needs the Slicer application.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+
+
+class FakeWidget:
+    def __init__(self, name: str):
+        self.objectName = name
+        self.visible = True
+        self.enabled = True
+        self.toolTip = ""
+        self.styleSheet = ""
+        self._slots: dict[str, list] = {}
+
+    def connect(self, signal: str, slot) -> None:
+        self._slots.setdefault(signal.split("(")[0], []).append(slot)
+
+    def emit(self, signal: str, *args) -> None:
+        for slot in self._slots.get(signal, []):
+            slot(*args)
+
+    def show(self):
+        self.visible = True
+
+    def hide(self):
+        self.visible = False
+
+    def setStyleSheet(self, style: str):
+        self.styleSheet = style
+
+    def property(self, name):  # connectGui looks for SlicerParameterName; the stand-in does not bind
+        return None
+
+
+class FakeButton(FakeWidget):
+    def __init__(self, name):
+        super().__init__(name)
+        self.text = ""
+
+    def click(self):
+        if self.enabled:
+            self.emit("clicked", False)
+
+
+class FakeLabel(FakeWidget):
+    def __init__(self, name):
+        super().__init__(name)
+        self.text = ""
+
+
+class FakeComboBox(FakeWidget):
+    """Emits currentIndexChanged like Qt: when items are added to an empty box, cleared, or the index is set."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self._items: list[dict] = []
+        self._index = -1
+
+    @property
+    def count(self):
+        return len(self._items)
+
+    @property
+    def currentIndex(self):
+        return self._index
+
+    @currentIndex.setter
+    def currentIndex(self, index):
+        if index != self._index:
+            self._index = index
+            self.emit("currentIndexChanged", index)
+
+    def addItem(self, text, data=None):
+        self._items.append({"text": text, "data": data})
+        if self._index == -1:
+            self.currentIndex = 0
+
+    def setItemData(self, index, value, role):
+        self._items[index][role] = value
+
+    def itemData(self, index):
+        return self._items[index]["data"]
+
+    def itemText(self, index):
+        return self._items[index]["text"]
+
+    def clear(self):
+        self._items.clear()
+        self.currentIndex = -1
+
+
+class FakePathLineEdit(FakeWidget):
+    def __init__(self, name):
+        super().__init__(name)
+        self._path = ""
+
+    @property
+    def currentPath(self):
+        return self._path
+
+    @currentPath.setter
+    def currentPath(self, path):
+        if path != self._path:
+            self._path = path
+            self.emit("currentPathChanged", path)
+
+
+class FakeProgressBar(FakeWidget):
+    def __init__(self, name):
+        super().__init__(name)
+        self.value, self.minimum, self.maximum, self.format = 0, 0, 100, "%p%"
+
+    def setRange(self, minimum, maximum):
+        self.minimum, self.maximum = minimum, maximum
+
+    def setFormat(self, text):
+        self.format = text
+
+
+class FakePlainTextEdit(FakeWidget):
+    def __init__(self, name, maximumBlockCount=0):
+        super().__init__(name)
+        self.maximumBlockCount = maximumBlockCount
+        self.lines: list[str] = []
+
+    def appendPlainText(self, text):
+        self.lines.extend(str(text).split("\n"))
+        if self.maximumBlockCount:
+            del self.lines[: -self.maximumBlockCount]
+
+    def clear(self):
+        self.lines.clear()
+
+    def toPlainText(self):
+        return "\n".join(self.lines)
+
+
+class FakeShow3DButton(FakeWidget):
+    def __init__(self, name):
+        super().__init__(name)
+        self.segmentationNode = None
+
+    def setSegmentationNode(self, node):
+        self.segmentationNode = node
+
+
+FAKES = {
+    "QPushButton": FakeButton,
+    "QLabel": FakeLabel,
+    "QComboBox": FakeComboBox,
+    "ctkPathLineEdit": FakePathLineEdit,
+    "QProgressBar": FakeProgressBar,
+    "qMRMLSegmentationShow3DButton": FakeShow3DButton,
+}
+
+
+def fakeUi(uiFile: Path) -> SimpleNamespace:
+    """A ``self.ui``-like namespace with one fake per named widget of the .ui file."""
+    ui = {}
+    for widget in ET.parse(uiFile).getroot().iter("widget"):
+        name, cls = widget.get("name"), widget.get("class")
+        if cls == "QPlainTextEdit":
+            cap = next(
+                (p.findtext("number") for p in widget.findall("property") if p.get("name") == "maximumBlockCount"), "0"
+            )
+            ui[name] = FakePlainTextEdit(name, int(cap))
+        else:
+            ui[name] = FAKES.get(cls, FakeWidget)(name)
+    return SimpleNamespace(**ui)
