@@ -7,8 +7,8 @@ Why a process and not a thread:
 - Memory comes back: the model, its activations and CUDA caches die with the process. In a thread they stay in
   Slicer's process until the allocator decides otherwise (the MONAIAuto3DSeg / nnU-Net extensions do the same).
 - A crash or an out-of-memory kill of the worker is reported as an error; Slicer keeps running.
-- torch (and its CUDA libraries) is never imported into Slicer's process, so it cannot clash with Slicer's own
-  libraries, and the GIL is never held by inference while the GUI repaints.
+- Inference never holds Slicer's GIL, so the GUI repaints smoothly, and no CUDA context is created in Slicer's
+  process (torch is imported there only to validate a model pack, see modelCatalog).
 
 The cost is ~2-4 s of process start and model load per run, and passing arrays through files. The files are
 ``.npy`` (uncompressed, exact: no resampling or LPS/RAS conversion on the way); maps travel as uint8.

@@ -144,7 +144,7 @@ class MORSESegmentationPanel(VTKObservationMixin):
         self._validateModel()
 
     def onModelChoiceChanged(self, index: int) -> None:
-        if self._updatingModelWidgets or self._parameterNode is None:
+        if self._updatingModelWidgets or self._parameterNode is None or index < 0:
             return
         key = self.ui.modelComboBox.itemData(index)
         if key == FROM_DISK_KEY:
