@@ -173,9 +173,11 @@ class MORSESegmentationTest(ScriptedLoadableModuleTest):
     https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
     """
 
-    # Dice of the default model on the held-out sample (subject C) must reach these (see the README's model
-    # card); the model scores higher, the margins absorb CPU/GPU numeric differences.
-    MINIMUM_DICE: ClassVar[dict[str, float]] = {"liver": 0.80, "spleen": 0.70, "aorta": 0.55, "stomach": 0.45}
+    # Minimum Dice of the default model on the sample CT (subject C, never used in training) against its reference
+    # labels, per organ present in the reference. A glue error (swapped axes, lost flip, wrong matrix) drops them
+    # towards 0; the margins below the model's own scores absorb CPU/GPU numeric differences. Pancreas is left out:
+    # on a one-subject demonstration model it is too variable to gate a self-test on.
+    MINIMUM_DICE: ClassVar[dict[str, float]] = {"liver": 0.80, "spleen": 0.60, "aorta": 0.45, "stomach": 0.40}
 
     def setUp(self):
         """Each test starts from an empty scene."""

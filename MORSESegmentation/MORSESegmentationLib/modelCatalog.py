@@ -133,12 +133,38 @@ def checkModel(key: str) -> ModelCheck:
     return checkFolder(Path(key), key=key)
 
 
+_CHECKS: dict[tuple, ModelCheck] = {}
+
+
+def _fingerprint(folder: Path) -> tuple:
+    """What a cached check depends on: the folder and the size/mtime of every file in it."""
+    try:
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    except OSError:
+        files = []
+    return (str(folder.resolve()), tuple(files))
+
+
 def checkFolder(folder: str | Path, key: str | None = None) -> ModelCheck:
-    """Validate a model-pack folder with the engine's loader and the weights' checksum; never raises."""
+    """Validate a model-pack folder with the engine's loader and the weights' checksum; never raises.
+
+    Results are cached until a file in the folder changes (hashing the weights takes a moment, and the panel
+    re-checks whenever it is shown).
+    """
     folder = Path(folder)
     key = key or str(folder)
     if not torchAvailable():
         return _precheckFolder(folder, key)
+    cacheKey = (key, *_fingerprint(folder)) if folder.is_dir() else None
+    if cacheKey in _CHECKS:
+        return _CHECKS[cacheKey]
+    check = _fullCheck(folder, key)
+    if cacheKey is not None:
+        _CHECKS[cacheKey] = check
+    return check
+
+
+def _fullCheck(folder: Path, key: str) -> ModelCheck:
     from morse.errors import MorseError
     from morse.modelpack import load_model_pack, sha256_file
 

@@ -43,13 +43,13 @@ def cleanScene():
 
 @pytest.fixture(scope="session")
 def tinyPack(tmp_path_factory) -> Path:
-    import modelPacks
+    import slicerModelPacks as modelPacks
 
     return modelPacks.makeTinyPack(tmp_path_factory.mktemp("packs") / "tiny")
 
 
 @pytest.fixture(scope="session")
 def brightPack(tmp_path_factory) -> Path:
-    import modelPacks
+    import slicerModelPacks as modelPacks
 
     return modelPacks.trainBrightObjectPack(tmp_path_factory.mktemp("packs") / "bright")

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import slicer
-import synthetic
+import slicerSyntheticVolumes as syntheticVolumes
 from morse.errors import CancelledError
 from MORSESegmentationLib.backgroundRun import WorkerError, WorkerRun
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray
@@ -19,7 +19,7 @@ from MORSESegmentation import MORSESegmentationLogic
 def test_worker_result_equals_the_in_process_result_and_imports(tinyPack):
     """One real worker run (they cost ~5 s of process start): device fallback, progress protocol, exact results,
     the volume captured at start, and import into nodes."""
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(12, 40, 48))
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(12, 40, 48))
     node = addVolumeFromArray(volume, ijkToRas, "CT")
     logic = MORSESegmentationLogic()
     request = logic.prepareRequest(node, model=str(tinyPack), device="cuda")  # no GPU here: falls back to the CPU

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicer
-import synthetic
+import slicerSyntheticVolumes as syntheticVolumes
 import vtk
 from morse.errors import CancelledError, InputError, ModelPackError
 from MORSESegmentationLib import outputNodes
@@ -34,7 +34,7 @@ def sceneState():
 
 @pytest.fixture
 def ct():
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(12, 40, 48))
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(12, 40, 48))
     node = addVolumeFromArray(volume, ijkToRas, "CT")
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
     sh.CreateItem(sh.CreateStudyItem(sh.CreateSubjectItem(sh.GetSceneItemID(), "P"), "S"), node)

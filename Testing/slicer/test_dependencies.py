@@ -11,54 +11,15 @@ from pathlib import Path
 
 import pytest
 import slicer
-import synthetic
+import slicerSyntheticVolumes as syntheticVolumes
 from MORSESegmentationLib import dependencies
 from MORSESegmentationLib.dependencies import DependencyError, DependencyInstaller, Requirement, RestartRequiredError
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray
+from slicerFakes import Recorder
 
 from MORSESegmentation import MORSESegmentationLogic
 
 HERE = Path(__file__).resolve().parent
-
-
-class Recorder:
-    """Fake Slicer side: a user who answers ``answer``, installers that record calls and 'install' packages."""
-
-    def __init__(self, missing, answer=True, torchAnswer=True, pipFails=False, imported=()):
-        self.missing = set(missing)
-        self.imported = set(imported)
-        self.answer, self.torchAnswer, self.pipFails = answer, torchAnswer, pipFails
-        self.calls = []
-
-    def confirm(self, message, details):
-        self.calls.append(("confirm", message, details))
-        return self.answer
-
-    def installTorch(self, versionRequirement):
-        self.calls.append(("torch", versionRequirement))
-        if not self.torchAnswer:
-            return None
-        self.missing.discard("torch")
-        return types.SimpleNamespace(__version__="2.9.0")
-
-    def pipInstall(self, requirements, skip):
-        self.calls.append(("pip", list(requirements), list(skip)))
-        if self.pipFails:
-            raise subprocess.CalledProcessError(1, ["pip", "install"])
-        for r in requirements:
-            self.missing.discard(r.split(">")[0].split("=")[0].split("<")[0])
-
-    def isSatisfied(self, requirement):
-        return requirement.distribution not in self.missing
-
-    def installer(self):
-        return DependencyInstaller(
-            confirm=self.confirm,
-            installTorch=self.installTorch,
-            pipInstall=self.pipInstall,
-            isSatisfied=self.isSatisfied,
-            isImported=lambda name: name in self.imported,
-        )
 
 
 def test_nothing_missing_asks_nothing():
@@ -178,7 +139,7 @@ def test_pip_falls_back_to_pip_install_on_older_slicer(monkeypatch):
 
 
 def test_process_checks_dependencies_before_touching_anything(tinyPack):
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(8, 32, 32))
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(8, 32, 32))
     node = addVolumeFromArray(volume, ijkToRas, "CT")
     fake = Recorder(missing=["monai"], answer=False)
     logic = MORSESegmentationLogic(dependencies=fake.installer())

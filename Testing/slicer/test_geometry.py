@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicer
-import synthetic
+import slicerSyntheticVolumes as syntheticVolumes
 from MORSESegmentationLib.volumeArrays import (
     addVolumeFromArray,
     ijkToRasArray,
@@ -22,7 +22,7 @@ from MORSESegmentation import MORSESegmentationLogic
 
 @pytest.fixture
 def objectVolume():
-    volume, ijkToRas, mask, centreRas = synthetic.brightObjectVolume()
+    volume, ijkToRas, mask, centreRas = syntheticVolumes.brightObjectVolume()
     node = addVolumeFromArray(volume, ijkToRas, "Phantom")
     return node, mask, centreRas
 
@@ -52,7 +52,7 @@ def test_segmentation_lies_on_the_bright_object(objectVolume, brightPack):
     outputs = MORSESegmentationLogic().process(node, model=str(brightPack))
     predicted = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentation, "object", node) > 0
     assert predicted.shape == mask.shape
-    assert synthetic.dice(predicted, mask) >= 0.85
+    assert syntheticVolumes.dice(predicted, mask) >= 0.85
     # Centre of the segment in RAS (through the node's own matrix) vs the true centre.
     k, j, i = np.nonzero(predicted)
     centre = (ijkToRasArray(node) @ np.stack([i, j, k, np.ones_like(i)]).astype(float))[:3].mean(axis=1)

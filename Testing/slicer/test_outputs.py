@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicer
-import synthetic
+import slicerSyntheticVolumes as syntheticVolumes
 import vtk
-from modelPacks import TINY_LABELS
 from MORSESegmentationLib import outputNodes
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray
+from slicerModelPacks import TINY_LABELS
 
 from MORSESegmentation import MORSESegmentationLogic
 
@@ -23,7 +23,7 @@ def tag(segment, name: str) -> str:
 @pytest.fixture
 def ctInStudy():
     """A synthetic CT placed under a patient/study in the subject hierarchy, as a DICOM import places it."""
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(12, 40, 48))
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(12, 40, 48))
     node = addVolumeFromArray(volume, ijkToRas, "CT")
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
     patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicer
-import synthetic
+import slicerSyntheticVolumes as syntheticVolumes
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray
 
 from MORSESegmentation import MORSESegmentationLogic
@@ -13,7 +13,7 @@ from MORSESegmentation import MORSESegmentationLogic
 
 @pytest.fixture
 def ct():
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(12, 40, 48))
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(12, 40, 48))
     return addVolumeFromArray(volume, ijkToRas, "CT")
 
 
@@ -55,7 +55,7 @@ def test_second_run_adds_new_uniquely_named_nodes(ct, tinyPack):
 
 def test_replace_existing_replaces_only_this_volumes_morse_nodes(ct, tinyPack):
     logic = MORSESegmentationLogic()
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(10, 32, 40), seed=3)
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(10, 32, 40), seed=3)
     otherVolume = addVolumeFromArray(volume, ijkToRas, "Other")
     first = logic.process(ct, model=str(tinyPack))
     firstIDs = {n.GetID() for n in first.createdNodes}

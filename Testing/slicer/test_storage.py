@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import slicer
 import slicerio
-import synthetic
+import slicerSyntheticVolumes as syntheticVolumes
 import vtk
-from modelPacks import TINY_LABELS
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray, ijkToRasArray
+from slicerModelPacks import TINY_LABELS
 
 from MORSESegmentation import MORSESegmentationLogic
 
@@ -20,7 +20,7 @@ def _tag(segment, name):
 
 
 def test_seg_nrrd_round_trip_keeps_names_colours_terminology_and_voxels(tmp_path, tinyPack):
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(12, 40, 48))
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(12, 40, 48))
     node = addVolumeFromArray(volume, ijkToRas, "CT")
     outputs = MORSESegmentationLogic().process(node, model=str(tinyPack), gating=False, uncertainty=False)
     saved = outputs.segmentation
@@ -59,7 +59,7 @@ def test_seg_nrrd_round_trip_keeps_names_colours_terminology_and_voxels(tmp_path
 
 
 def test_gating_volume_nrrd_round_trip(tmp_path, tinyPack):
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(12, 40, 48))
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(12, 40, 48))
     node = addVolumeFromArray(volume, ijkToRas, "CT")
     outputs = MORSESegmentationLogic().process(node, model=str(tinyPack), refine=False, uncertainty=False)
     gate = outputs.gatingVolumes[0]

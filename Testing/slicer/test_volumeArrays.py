@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicer
-import synthetic
+import slicerSyntheticVolumes as syntheticVolumes
 import vtk
 from morse.errors import InputError
 from MORSESegmentationLib.volumeArrays import (
@@ -22,7 +22,7 @@ def test_array_axes_are_kji_and_match_vtk_ijk():
     shape = (3, 4, 5)  # K, J, I all different
     k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     array = (100 * k + 10 * j + i).astype(np.int16)
-    node = addVolumeFromArray(array, synthetic.obliqueLpsMatrix(), "axes")
+    node = addVolumeFromArray(array, syntheticVolumes.obliqueLpsMatrix(), "axes")
     image = node.GetImageData()
     assert image.GetDimensions() == (5, 4, 3)
     for ii, jj, kk in [(0, 0, 0), (4, 0, 0), (0, 3, 0), (0, 0, 2), (4, 3, 2), (1, 2, 1)]:
@@ -33,7 +33,7 @@ def test_array_axes_are_kji_and_match_vtk_ijk():
 
 
 def test_oblique_matrix_round_trips_exactly_and_maps_voxels_to_ras():
-    m = synthetic.obliqueLpsMatrix(spacing=(0.7, 1.3, 3.0), origin=(-12.5, 40.0, 7.25), degrees=23.0)
+    m = syntheticVolumes.obliqueLpsMatrix(spacing=(0.7, 1.3, 3.0), origin=(-12.5, 40.0, 7.25), degrees=23.0)
     node = addVolumeFromArray(np.zeros((4, 5, 6), np.float32), m, "oblique")
     np.testing.assert_allclose(ijkToRasArray(node), m, atol=1e-12)
     np.testing.assert_allclose(node.GetSpacing(), (0.7, 1.3, 3.0), atol=1e-12)

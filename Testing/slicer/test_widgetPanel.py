@@ -15,15 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer
-import synthetic
-from fakeWidgets import fakeUi
+import slicerSyntheticVolumes as syntheticVolumes
 from morse.errors import CancelledError
 from morse.inference.pipeline import segment_volume
 from MORSESegmentationLib.backgroundRun import WorkerError, WorkerEvent
 from MORSESegmentationLib.parameters import Preferences
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray
 from MORSESegmentationLib.widget import FROM_DISK_KEY, MORSESegmentationPanel
-from test_dependencies import Recorder
+from slicerFakes import Recorder, fakeUi
 
 from MORSESegmentation import MORSESegmentationLogic
 
@@ -115,7 +114,7 @@ def makePanel(logic=None):
 
 
 def addCt(name="CT"):
-    volume, ijkToRas, _, _ = synthetic.brightObjectVolume(shape=(8, 32, 40))
+    volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(8, 32, 40))
     return addVolumeFromArray(volume, ijkToRas, name)
 
 

@@ -1,4 +1,6 @@
-"""Plain-Python fakes of the few Qt/CTK widget behaviours the MORSE panel relies on, built from the .ui file.
+"""Fakes for the Slicer tests: a dependency installer's Slicer side, and widgets.
+
+Widgets: plain-Python fakes of the few Qt/CTK widget behaviours the MORSE panel relies on, built from the .ui file.
 
 They let the panel's control flow (Apply ↔ Cancel, model choice, progress, log) run against real MRML nodes without
 Qt. They model only what the panel uses; an attribute the panel uses that a fake lacks raises AttributeError, so
@@ -8,9 +10,13 @@ the fakes cannot silently accept an API the real widgets do not offer. What they
 
 from __future__ import annotations
 
+import subprocess
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
+
+from MORSESegmentationLib.dependencies import DependencyInstaller
 
 
 class FakeWidget:
@@ -177,3 +183,43 @@ def fakeUi(uiFile: Path) -> SimpleNamespace:
         else:
             ui[name] = FAKES.get(cls, FakeWidget)(name)
     return SimpleNamespace(**ui)
+
+
+class Recorder:
+    """Fake Slicer side: a user who answers ``answer``, installers that record calls and 'install' packages."""
+
+    def __init__(self, missing, answer=True, torchAnswer=True, pipFails=False, imported=()):
+        self.missing = set(missing)
+        self.imported = set(imported)
+        self.answer, self.torchAnswer, self.pipFails = answer, torchAnswer, pipFails
+        self.calls = []
+
+    def confirm(self, message, details):
+        self.calls.append(("confirm", message, details))
+        return self.answer
+
+    def installTorch(self, versionRequirement):
+        self.calls.append(("torch", versionRequirement))
+        if not self.torchAnswer:
+            return None
+        self.missing.discard("torch")
+        return types.SimpleNamespace(__version__="2.9.0")
+
+    def pipInstall(self, requirements, skip):
+        self.calls.append(("pip", list(requirements), list(skip)))
+        if self.pipFails:
+            raise subprocess.CalledProcessError(1, ["pip", "install"])
+        for r in requirements:
+            self.missing.discard(r.split(">")[0].split("=")[0].split("<")[0])
+
+    def isSatisfied(self, requirement):
+        return requirement.distribution not in self.missing
+
+    def installer(self):
+        return DependencyInstaller(
+            confirm=self.confirm,
+            installTorch=self.installTorch,
+            pipInstall=self.pipInstall,
+            isSatisfied=self.isSatisfied,
+            isImported=lambda name: name in self.imported,
+        )
