@@ -97,7 +97,12 @@ class ModelPack:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelPackError(f"{self.weights_path}: not a readable safetensors file ({exc}).") from None
         model = MorseModel(self.config)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # tensor shapes differ from what the architecture builds
+            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
+            message = f"{self.path}: weights do not match the architecture in model.json ({first})"
+            raise ModelPackError(message) from None
         if missing or unexpected:
             raise ModelPackError(
                 f"{self.path}: weights do not match the architecture in model.json "

@@ -1,0 +1,107 @@
+"""Inference-time refinement: only the selected cells change, they are the right ones in 3D, and the shortcut of
+evaluating only newly chosen cells in later rounds gives exactly the naive result."""
+
+from __future__ import annotations
+
+import torch
+from morse.config import BackboneConfig, ModelConfig, PointHeadConfig, SMoEConfig
+from morse.heads.point_ops import gather_cells, indices_to_coords, most_uncertain_indices, scatter_cells
+from morse.model import MorseModel
+
+
+def _model(dims: int, test_points: int, steps: int) -> MorseModel:
+    backbone = BackboneConfig(name="unet2d" if dims == 2 else "unet3d", features=[4, 8, 8, 16, 16, 4])
+    cfg = ModelConfig(
+        num_classes=4,
+        backbone=backbone,
+        features=SMoEConfig(expert_dim=8, out_dim=8, fusion_widths=[8], gating_widths=[8]),
+        point_head=PointHeadConfig(hidden=[16, 16], test_points=test_points, subdivision_steps=steps),
+    )
+    return MorseModel(cfg).eval()
+
+
+def _naive_refine(model: MorseModel, coarse, experts):
+    """Every round evaluates all chosen cells (what the released code does, with correct indices)."""
+    pc = model.cfg.point_head
+    current = coarse
+    size = tuple(coarse.shape[2:])
+    for _ in range(pc.subdivision_steps):
+        idx = most_uncertain_indices(current, pc.test_points)
+        coords = indices_to_coords(idx, size)
+        fine, _ = model.features.at_points(experts, coords, size)
+        current = scatter_cells(current, idx, model.head(fine, gather_cells(coarse, idx), coords))
+    return current
+
+
+def test_2d_one_round_changes_exactly_the_most_uncertain_cells():
+    torch.manual_seed(0)
+    model = _model(2, test_points=100, steps=1)
+    x = torch.randn(2, 1, 32, 48)
+    pred = model.predict(x)
+    assert pred.refined.shape == pred.coarse.shape and pred.refined.dtype == torch.float32
+    rect = pred.rectified.reshape(2, -1)
+    assert rect.sum(1).tolist() == [100, 100]
+    expected = most_uncertain_indices(pred.coarse, 100)
+    for b in range(2):
+        assert set(torch.nonzero(rect[b]).flatten().tolist()) == set(expected[b].tolist())
+    changed = (pred.refined != pred.coarse).any(1).reshape(2, -1)
+    assert not (changed & ~rect).any()  # nothing outside the selected cells moved
+    assert changed.any()
+
+
+def test_3d_refined_values_land_in_the_right_voxels():
+    torch.manual_seed(0)
+    model = _model(3, test_points=12, steps=1)
+    x = torch.randn(1, 1, 16, 16, 32)  # D, H, W all different from each other's products
+    out = model.backbone(x)
+    d, h, w = out.logits.shape[2:]
+    coarse = torch.zeros_like(out.logits)
+    coarse[:, 0] = 10.0  # confident background everywhere ...
+    wanted = [(d - 1, h - 1, w - 1), (d - 1, 3, 5), (d // 2, 0, w - 2), (5, h - 2, 1)]
+    for k, j, i in wanted:  # ... except a few voxels deep in the volume, made maximally uncertain
+        coarse[0, :, k, j, i] = 0.0
+    for step in range(8):  # and some moderately uncertain ones to fill the 12 points
+        coarse[0, 0, 10 + step % 4, 7, 3 + step] = 0.5
+    refined, rectified = model._refine(coarse, out.experts)
+    flat = [k * h * w + j * w + i for k, j, i in wanted]
+    chosen = set(torch.nonzero(rectified.reshape(-1)).flatten().tolist())
+    assert set(flat) <= chosen and len(chosen) == 12
+    changed = (refined != coarse).any(1)
+    assert (changed <= rectified).all()
+    for k, j, i in wanted:
+        assert changed[0, k, j, i]  # the released code's modulo-H·W indexing would have written into slab k=0
+    assert not changed[0, 0].any()  # nothing was selected in the first slab
+
+
+def test_later_rounds_evaluating_only_new_cells_equal_the_naive_rounds():
+    torch.manual_seed(1)
+    for dims, shape in ((2, (2, 1, 32, 32)), (3, (1, 1, 16, 16, 16))):
+        model = _model(dims, test_points=150, steps=3)
+        out = model.backbone(torch.randn(shape))
+        with torch.no_grad():
+            fast, _ = model._refine(out.logits, out.experts)
+            naive = _naive_refine(model, out.logits, out.experts)
+        assert torch.allclose(fast, naive, atol=1e-5)
+
+
+def test_no_refinement_without_a_head_or_when_disabled():
+    model = _model(2, test_points=50, steps=2)
+    x = torch.randn(1, 1, 32, 32)
+    off = model.predict(x, refine=False)
+    assert off.rectified is None and torch.equal(off.refined, off.coarse)
+    backbone_only = MorseModel(ModelConfig(num_classes=4, features=None, point_head=None)).eval()
+    pred = backbone_only.predict(x, gating_stride=2)
+    assert pred.rectified is None and pred.gating is None and torch.equal(pred.refined, pred.coarse)
+
+
+def test_gate_map_at_stride_one_equals_dense_weights():
+    torch.manual_seed(2)
+    model = _model(2, test_points=50, steps=1)
+    out = model.backbone(torch.randn(1, 1, 32, 32))
+    with torch.no_grad():
+        dense_w = model.features.dense(out.experts, (32, 32))[1]
+        grid = model.gate_map(out.experts, (32, 32), stride=1)
+        strided = model.gate_map(out.experts, (32, 32), stride=4)
+    assert torch.allclose(grid, dense_w, atol=1e-5)
+    assert strided.shape == (1, 5, 8, 8)
+    assert torch.allclose(strided.sum(1), torch.ones(1, 8, 8), atol=1e-5)
