@@ -142,7 +142,7 @@ class SceneTransaction:
         for node in reversed(self.nodes):
             removeNodeAndItem(node, self.scene)
         for itemID in reversed(self.folderItems):
-            if shNode is not None and shNode.GetItemName(itemID):
+            if shNode is not None and itemExists(shNode, itemID):
                 shNode.RemoveItem(itemID, False, False)
         added = [
             self.scene.GetNthNode(i)
@@ -156,6 +156,13 @@ class SceneTransaction:
         self.segments.clear()
         self.removedSegments.clear()
         self.geometryRestore.clear()
+
+
+def itemExists(shNode, itemID: int) -> bool:
+    """True if the subject hierarchy has this item (asking for a missing item's name logs an error)."""
+    items = vtk.vtkIdList()
+    shNode.GetItemChildren(shNode.GetSceneItemID(), items, True)
+    return items.IsId(itemID) >= 0
 
 
 def removeNodeAndItem(node, scene=None) -> None:

@@ -307,7 +307,9 @@ class MORSESegmentationPanel(VTKObservationMixin):
             self._finishRun()
 
     def _handleEvent(self, event) -> None:
-        if event.kind == "progress":
+        if event.kind == "started":
+            self.log(f"Worker process {event.data.get('pid', '?')} started ({event.data.get('python', '')}).")
+        elif event.kind == "progress":
             self._showProgress(event.stage, overallProgress(event.stage, event.fraction))
         elif event.kind == "device":
             self._updateDeviceLabel(event.data.get("device", ""), event.text)

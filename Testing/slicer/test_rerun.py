@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import slicer
 import slicerSyntheticVolumes as syntheticVolumes
+from MORSESegmentationLib import outputNodes
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray
 
 from MORSESegmentation import MORSESegmentationLogic
@@ -74,7 +75,7 @@ def test_replace_existing_replaces_only_this_volumes_morse_nodes(ct, tinyPack):
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
     folders = [sh.GetItemName(i) for i in (replaced.mapsFolderItemID, other.mapsFolderItemID)]
     assert folders == ["CT MORSE maps", "Other MORSE maps"]
-    assert sh.GetItemName(first.mapsFolderItemID) == ""  # the old, now empty, maps folder was removed
+    assert not outputNodes.itemExists(sh, first.mapsFolderItemID)  # the old, now empty, maps folder was removed
 
 
 def test_user_segmentation_is_extended_never_cleared(ct, tinyPack):
