@@ -235,6 +235,16 @@ class SegmentationLogic:
                 f"outputSegmentation '{outputSegmentation.GetName()}' is a {outputSegmentation.GetClassName()}; "
                 "give a segmentation node, or None to create one"
             )
+        if (
+            outputSegmentation is not None
+            and outputSegmentation.GetTransformNodeID() != inputVolume.GetTransformNodeID()
+        ):
+            # Segments are written in the input's local (pre-transform) coordinates; under another transform they
+            # would be displaced.
+            raise InputError(
+                f"the output segmentation '{outputSegmentation.GetName()}' is under a different transform than "
+                f"'{inputVolume.GetName()}'; choose 'Create new segmentation', or put both under the same transform"
+            )
         volume, ijkToRas = volumeToArray(inputVolume)
         return SegmentationRequest(
             inputVolumeID=inputVolume.GetID(),

@@ -155,9 +155,17 @@ def test_no_input_and_wrong_inputs(tinyPack):
     volume = addVolumeFromArray(np.zeros((4, 8, 8), np.int16), np.eye(4), "CT")
     with pytest.raises(InputError, match="give a segmentation node"):
         logic.process(volume, outputSegmentation=labelmap, model=str(tinyPack))
+    elsewhere = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Elsewhere")
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    elsewhere.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(InputError, match="under a different transform"):
+        logic.process(volume, outputSegmentation=elsewhere, model=str(tinyPack))
+    assert elsewhere.GetSegmentation().GetNumberOfSegments() == 0
     assert sceneState()[0] == before[0] + (
         labelmap.GetID(),
         labelmap.GetDisplayNode().GetID(),
         volume.GetID(),
         volume.GetDisplayNode().GetID(),
+        elsewhere.GetID(),
+        transform.GetID(),
     )
