@@ -174,10 +174,11 @@ class MORSESegmentationTest(ScriptedLoadableModuleTest):
     """
 
     # Minimum Dice of the default model on the sample CT (subject C, never used in training) against its reference
-    # labels, per organ present in the reference. A glue error (swapped axes, lost flip, wrong matrix) drops them
-    # towards 0; the margins below the model's own scores absorb CPU/GPU numeric differences. Pancreas is left out:
-    # on a one-subject demonstration model it is too variable to gate a self-test on.
-    MINIMUM_DICE: ClassVar[dict[str, float]] = {"liver": 0.80, "spleen": 0.60, "aorta": 0.45, "stomach": 0.40}
+    # labels, per organ present in the reference. A glue error (swapped axes, a lost flip, a wrong matrix) drops
+    # them towards 0 (a liver mirrored left-right scores below 0.3). They sit well below what a trained model scores
+    # so that CPU/GPU numeric differences never matter; an early training checkpoint (250 of 3000 iterations)
+    # already reaches 0.76 on the liver. Pancreas is left out: too variable on a one-subject demonstration model.
+    MINIMUM_DICE: ClassVar[dict[str, float]] = {"liver": 0.75, "spleen": 0.50, "aorta": 0.40, "stomach": 0.35}
 
     def setUp(self):
         """Each test starts from an empty scene."""
