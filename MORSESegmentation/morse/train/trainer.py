@@ -106,8 +106,11 @@ class Trainer:
         else:
             self.device = choice.device
 
-    def run(self) -> TrainResult:
+    def run(self, until: int | None = None) -> TrainResult:
+        """Train to ``train.iterations``, or stop early after iteration ``until`` with a checkpoint (time-boxed jobs
+        continue with ``resume=True``); the model pack is written only when the last iteration is reached."""
         cfg, t = self.cfg, self.cfg.train
+        stop = t.iterations if until is None else min(until, t.iterations)
         start_time = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)  # identical initial weights on every rank
@@ -138,7 +141,7 @@ class Trainer:
         progress = _progress(start_step, t.iterations, self.dist.is_main)
         model.train()
         step_times: list[float] = []
-        for step in range(start_step, t.iterations):
+        for step in range(start_step, stop):
             tick = time.perf_counter()
             lr = poly_lr(step, t.iterations, t.lr, t.end_lr, t.poly_power)
             for group in optimizer.param_groups:
@@ -169,7 +172,7 @@ class Trainer:
                     progress.set_postfix(loss=f"{row['total']:.4f}", lr=f"{lr:.2e}")
             if progress is not None:
                 progress.update(1)
-            if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.iterations:
+            if (step + 1) % t.checkpoint_every == 0 or step + 1 == stop:
                 self._checkpoint(ckpt_path, model, optimizer, step + 1, history, data_gen, model_gen)
         if progress is not None:
             progress.close()
@@ -177,7 +180,8 @@ class Trainer:
         pack_dir = None
         if self.dist.is_main:
             _write_history(self.out_dir, history)
-            pack_dir = self._write_pack(model, history, wall)
+            if stop == t.iterations:
+                pack_dir = self._write_pack(model, history, wall)
         barrier(self.dist)
         model.eval()
         return TrainResult(model, self.out_dir, pack_dir, history, wall)

@@ -1,0 +1,83 @@
+"""``morse segment`` on real files: every output of DESIGN §4 on the input grid, Slicer-readable, no data lost."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from morse.cli import main
+from morse.geometry import ijk_to_ras_from_lps
+from morse.imageio import read_image, write_image
+from morse.inference.outputs import OUTPUT_FILES
+from synthetic import ring_slices
+
+
+@pytest.fixture
+def ct_file(tmp_path):
+    image, label = ring_slices(6, seed=21)
+    direction = np.diag([-1.0, -1.0, 1.0])  # stored RAS, like many NIfTI files
+    m = ijk_to_ras_from_lps((40.0, 30.0, -5.0), (1.0, 1.0, 2.0), direction.ravel())
+    return write_image(tmp_path / "case01.nii.gz", image, m), label, m
+
+
+def test_writes_every_output_on_the_input_grid(trained_rings, ct_file, tmp_path, capsys):
+    _, pack = trained_rings
+    path, label, m = ct_file
+    out = tmp_path / "out"
+    assert main(["segment", str(path), "-o", str(out), "--model", str(pack), "--device", "cpu"]) == 0
+    case = out / "case01"
+    assert sorted(p.name for p in case.iterdir()) == sorted(OUTPUT_FILES)
+    for name in OUTPUT_FILES:
+        if name.endswith((".nii.gz", ".nrrd")):
+            img = read_image(case / name)
+            assert np.allclose(img.ijk_to_ras, m, atol=1e-5), name
+            assert img.array.shape[:3] == label.shape, name
+    seg = read_image(case / "segmentation.nii.gz").array
+    assert ((seg == 1) & (label == 1)).sum() / (label == 1).sum() > 0.9
+    gating = read_image(case / "gating.nii.gz").array
+    assert gating.shape == (*label.shape, 5) and np.allclose(gating.sum(-1), 1, atol=0.02)
+    summary = json.loads((case / "summary.json").read_text())
+    assert summary["model"]["id"] == "rings" and summary["volumes_ml"]["disc"] > 0
+    assert "total" in summary["timings_s"]
+    assert "segmentation.seg.nrrd" in capsys.readouterr().out
+
+
+def test_seg_nrrd_is_a_slicer_segmentation(trained_rings, ct_file, tmp_path):
+    slicerio = pytest.importorskip("slicerio")
+    _, pack = trained_rings
+    path, _, _ = ct_file
+    main(["segment", str(path), "-o", str(tmp_path / "o"), "--model", str(pack), "--no-gating", "--no-uncertainty"])
+    seg = slicerio.read_segmentation(str(tmp_path / "o" / "case01" / "segmentation.seg.nrrd"))
+    names = [s["name"] for s in seg["segments"]]
+    assert names == ["disc", "ring"]
+    assert [s["labelValue"] for s in seg["segments"]] == [1, 2]
+    assert not (tmp_path / "o" / "case01" / "gating.nii.gz").exists()
+
+
+def test_existing_output_is_not_overwritten_without_permission(trained_rings, ct_file, tmp_path, capsys):
+    _, pack = trained_rings
+    path, _, _ = ct_file
+    case = tmp_path / "o" / "case01"
+    case.mkdir(parents=True)
+    (case / "my-notes.txt").write_text("keep me")
+    code = main(["segment", str(path), "-o", str(tmp_path / "o"), "--model", str(pack)])
+    assert code == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (case / "my-notes.txt").read_text() == "keep me"
+    assert main(["segment", str(path), "-o", str(tmp_path / "o"), "--model", str(pack), "--overwrite"]) == 0
+    assert (case / "segmentation.nii.gz").exists() and not (case / "my-notes.txt").exists()
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_unreadable_input_and_pickle_model_fail_cleanly(trained_rings, tmp_path, capsys):
+    _, pack = trained_rings
+    bogus = tmp_path / "scan.nii.gz"
+    bogus.write_bytes(b"not an image")
+    assert main(["segment", str(bogus), "-o", str(tmp_path / "o"), "--model", str(pack)]) == 2
+    assert "could not be read" in capsys.readouterr().err
+    evil = tmp_path / "model.pth"
+    evil.write_bytes(b"\x80\x04")
+    assert main(["segment", str(bogus), "-o", str(tmp_path / "o"), "--model", str(evil)]) == 2
+    assert "pickle" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

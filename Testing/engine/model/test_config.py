@@ -1,0 +1,51 @@
+"""Configuration files: presets, `extends`, validation messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from morse.config import ModelConfig, from_dict, load_experiment
+from morse.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def test_presets_state_what_the_paper_and_the_code_do():
+    paper = load_experiment(CONFIGS / "presets" / "paper.yaml")
+    assert paper.model.features.gating == "dense" and paper.model.features.gating_widths == [256, 256, 256]
+    assert paper.model.features.routing.mode == "bernoulli" and paper.model.features.routing.alpha == 0.7
+    assert paper.model.point_head.pe.trainable and paper.model.point_head.pe.init == "gaussian"
+    assert paper.loss.rend_weight == 0.1 and paper.train.optimizer == "adamw" and paper.train.lr == 5e-4
+    assert (paper.model.point_head.train_points, paper.model.point_head.test_points) == (2048, 8192)
+    ref = load_experiment(CONFIGS / "presets" / "reference.yaml")
+    assert ref.model.features.routing.mode == "uniform_count" and not ref.model.features.routing.renormalize
+    assert not ref.model.point_head.pe.trainable and ref.model.point_head.pe.init == "uniform"
+    assert ref.model.point_head.hidden == [512, 512, 512] and ref.train.optimizer == "sgd"
+    fast = load_experiment(CONFIGS / "presets" / "fast.yaml")
+    assert fast.model.features.gating == "pointwise"
+    assert fast.loss == paper.loss and fast.model.features.routing == paper.model.features.routing
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_config_loads(path):
+    load_experiment(path)
+
+
+def test_unknown_keys_and_bad_choices_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="expert_dimension"):
+        from_dict(ModelConfig, {"features": {"expert_dimension": 3}})
+    with pytest.raises(ConfigError, match="'spiral' is not one of"):
+        from_dict(ModelConfig, {"features": {"gating": "spiral"}})
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_experiment(cfg)
+
+
+def test_extends_merges_and_null_switches_heads_off(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  num_classes: 5\n  features: {expert_dim: 32}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nmodel:\n  point_head: null\n  features: null\n")
+    cfg = load_experiment(tmp_path / "child.yaml")
+    assert cfg.model.num_classes == 5 and cfg.model.point_head is None and not cfg.model.has_point_head
