@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .config import ModelConfig, PreprocessingConfig, from_dict, to_dict
 from .errors import ConfigError, ModelPackError
 from .inference.result import LabelInfo
@@ -78,8 +76,11 @@ class ModelPack:
     def inference(self) -> dict[str, Any]:
         return {"batch_size": 8, "gating_stride": 2, "sw_overlap": 0.25, **self.meta.get("inference", {})}
 
-    def build(self, device: torch.device | str = "cpu"):
-        """The :class:`morse.model.MorseModel` with verified weights, in eval mode on ``device``."""
+    def build(self, device="cpu"):
+        """The :class:`morse.model.MorseModel` with verified weights, in eval mode on ``device`` (torch device or name).
+
+        torch is imported here, not at module level, so that reading and validating ``model.json`` (e.g. in Slicer's
+        model selector) stays cheap."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
