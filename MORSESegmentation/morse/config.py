@@ -198,6 +198,11 @@ class AugmentConfig:
     intensity_scale: float = 0.1
     noise: float = 0.0
     noise_std: float = 0.05
+    # Contrast-enhancement simulation: with probability ``class_shift`` every labelled structure of a sample gets its
+    # own random intensity offset, drawn from ``class_shift_hu[label] = [low, high]`` in Hounsfield units (CT window
+    # normalisation only). Teaches a model trained on non-contrast CT that enhanced organs and vessels are the same.
+    class_shift: float = 0.0
+    class_shift_hu: dict[int, list[float]] = field(default_factory=dict)
 
 
 @dataclass

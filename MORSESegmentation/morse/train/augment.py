@@ -19,14 +19,27 @@ def _chance(p: float, n: int, g: torch.Generator) -> Tensor:
     return torch.rand(n, generator=g) < p
 
 
-def augment_batch(images: Tensor, labels: Tensor, cfg: AugmentConfig, g: torch.Generator) -> tuple[Tensor, Tensor]:
+def augment_batch(
+    images: Tensor, labels: Tensor, cfg: AugmentConfig, g: torch.Generator, hu_scale: float | None = None
+) -> tuple[Tensor, Tensor]:
     """``images (B, C, *S)`` float, ``labels (B, *S)`` long → augmented copies.
 
     In-plane operations (rot90, rotation, scaling) act on the last two axes (the axial plane of a reoriented volume).
-    rot90 is only applied when the plane is square, so batch shapes never change.
+    rot90 is only applied when the plane is square, so batch shapes never change. ``hu_scale`` (normalised units per
+    HU, i.e. 1 / window width) enables the per-structure contrast simulation; the result is clipped to the window
+    [0, 1] again, as the preprocessing would have done on a real enhanced scan.
     """
     images, labels = images.clone(), labels.clone()
     b = images.shape[0]
+    if cfg.class_shift > 0 and cfg.class_shift_hu:
+        if hu_scale is None:
+            raise ValueError("class_shift_hu needs the CT window normalisation (intensity.mode: window)")
+        enhance = _chance(cfg.class_shift, b, g)
+        for i in torch.nonzero(enhance).flatten().tolist():
+            for value, (low, high) in sorted(cfg.class_shift_hu.items()):
+                offset = (low + float(torch.rand(1, generator=g)) * (high - low)) * hu_scale
+                images[i][:, labels[i] == int(value)] += offset
+        images[enhance] = images[enhance].clamp(0.0, 1.0)
     spatial = images.dim() - 2
     for axis in range(spatial):
         flip = _chance(cfg.flip / max(1, spatial), b, g)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from ..config import ExperimentConfig, to_dict
 from ..device import resolve_device
@@ -27,7 +26,7 @@ from ..model import MorseModel
 from ..modelpack import save_model_pack
 from .augment import augment_batch
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import DistInfo, barrier, init_distributed, reduce_mean
+from .distributed import DistInfo, barrier, init_distributed, rank_state, reduce_mean, training_device, wrap_model
 from .sampling import PatchSampler
 from .schedule import poly_lr
 from .volumes import TrainingVolume
@@ -100,11 +99,7 @@ class Trainer:
         self.provenance = provenance or {}
         choice = resolve_device(device, cfg.model.spatial_dims)
         self.dist: DistInfo = init_distributed(choice.device)
-        if self.dist.enabled and choice.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = choice.device
+        self.device = training_device(choice.device, self.dist)
 
     def run(self, until: int | None = None) -> TrainResult:
         """Train to ``train.iterations``, or stop early after iteration ``until`` with a checkpoint (time-boxed jobs
@@ -114,7 +109,10 @@ class Trainer:
         start_time = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)  # identical initial weights on every rank
-        model = MorseModel(cfg.model).to(self.device)
+        model = MorseModel(cfg.model)
+        if cfg.model.backbone.pretrained and not self.resume:  # on resume the checkpoint holds the weights
+            _load_pretrained(model, cfg.model.backbone.pretrained)
+        model = model.to(self.device)
         memory_format = torch.channels_last if t.channels_last and cfg.model.spatial_dims == 2 else None
         if memory_format is not None:
             model = model.to(memory_format=memory_format)
@@ -130,13 +128,18 @@ class Trainer:
                 raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
             state = load_checkpoint(ckpt_path, model, optimizer, map_location=self.device)
             start_step, history = state["step"], state["history"]
-            data_gen.set_state(state["data_generator"][self.dist.rank % len(state["data_generator"])])
-            model_gen.set_state(state["model_generator"][self.dist.rank % len(state["model_generator"])])
-        net: torch.nn.Module = model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = DistributedDataParallel(model, device_ids=ids)
+            saved = (rank_state(state["data_generator"], self.dist), rank_state(state["model_generator"], self.dist))
+            if saved[0] is None or saved[1] is None:  # more ranks than wrote the checkpoint: fresh streams for these
+                log.warning(
+                    "resuming with more processes than the run had: rank %d starts new random streams", self.dist.rank
+                )
+            else:
+                data_gen.set_state(saved[0])
+                model_gen.set_state(saved[1])
+        net = wrap_model(model, self.device, self.dist)
         sampler = PatchSampler(self.volumes, cfg.data.patch_size, cfg.data.foreground_fraction, data_gen)
+        intensity = cfg.preprocessing.intensity
+        hu_scale = 1.0 / (intensity.high - intensity.low) if intensity.mode == "window" else None
         use_amp = t.amp and self.device.type == "cuda"
         progress = _progress(start_step, t.iterations, self.dist.is_main)
         model.train()
@@ -147,7 +150,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = sampler.sample(t.batch_size)
-            x, y = augment_batch(x, y, cfg.data.augment, data_gen)
+            x, y = augment_batch(x, y, cfg.data.augment, data_gen, hu_scale)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if memory_format is not None:
                 x = x.contiguous(memory_format=memory_format)
@@ -230,6 +233,16 @@ class Trainer:
             training=training,
             overwrite=True,
         )
+
+
+def _load_pretrained(model: MorseModel, path: str) -> None:
+    """User-supplied encoder weights (``model.backbone.pretrained``, a local file) for a new run."""
+    load = getattr(model.backbone, "load_pretrained", None)
+    if load is None:
+        raise ConfigError(
+            f"model.backbone.pretrained: the {model.cfg.backbone.name} backbone cannot load pretrained weights"
+        )
+    load(path)
 
 
 def _gather_states(state: torch.Tensor, info: DistInfo) -> list[torch.Tensor]:

@@ -1,0 +1,127 @@
+"""Running a list of training jobs (configs × seeds) as subprocesses and evaluating the resulting model packs.
+
+Jobs already finished (their run folder holds ``model/model.json``) are skipped, interrupted ones resume from their
+checkpoint, so an experiment can be stopped and started again without losing work. Several jobs can run side by side
+(``jobs``), each with ``threads`` CPU threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One training run: ``config`` with ``seed`` (and optional iteration override) into ``out``."""
+
+    name: str
+    config: Path
+    seed: int
+    out: Path
+    iterations: int | None = None
+    wall_time_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pack(self) -> Path:
+        return self.out / "model"
+
+    @property
+    def done(self) -> bool:
+        return (self.pack / "model.json").is_file()
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "morse.cli", "train", str(self.config), "--out", str(self.out), "--seed",
+               str(self.seed), "--device", "cpu"]  # fmt: skip
+        if self.iterations:
+            cmd += ["--iterations", str(self.iterations)]
+        if (self.out / "checkpoint.pt").is_file():
+            cmd.append("--resume")
+        return cmd
+
+
+def run_jobs(jobs: list[Job], parallel: int = 1, threads: int = 1) -> None:
+    """Train every unfinished job, ``parallel`` at a time, each limited to ``threads`` CPU threads."""
+    pending = [j for j in jobs if not j.done]
+    running: list[tuple[Job, subprocess.Popen, float, object]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    while pending or running:
+        while pending and len(running) < parallel:
+            job = pending.pop(0)
+            job.out.mkdir(parents=True, exist_ok=True)
+            logfile = open(job.out / "train.log", "a", encoding="utf-8")  # noqa: SIM115 - closed when the job ends
+            log.info("start %s: %s", job.name, " ".join(job.command()))
+            proc = subprocess.Popen(job.command(), stdout=logfile, stderr=subprocess.STDOUT, env=env)
+            running.append((job, proc, time.perf_counter(), logfile))
+        time.sleep(5)
+        for entry in list(running):
+            job, proc, started, logfile = entry
+            if proc.poll() is None:
+                continue
+            running.remove(entry)
+            logfile.close()
+            if proc.returncode != 0:
+                raise RuntimeError(f"training job {job.name} failed (exit {proc.returncode}); see {job.out}/train.log")
+            log.info("done %s in %.0f s", job.name, time.perf_counter() - started)
+
+
+def job_wall_time(job: Job) -> float | None:
+    """Training wall time recorded in the job's model pack (seconds)."""
+    try:
+        meta = json.loads((job.pack / "model.json").read_text(encoding="utf-8"))
+        return float(meta["training"]["wall_time_s"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def evaluate_job(job: Job, data: str, cache: Path) -> dict:
+    """Evaluation report of a job's model pack on the test split (cached as JSON next to the run)."""
+    from ..evaluation.evaluate_command import evaluate
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    weights = (job.pack / "model.safetensors").stat().st_mtime
+    if cache.is_file():
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("_weights_mtime") == weights:
+            return cached
+    report = evaluate(str(job.pack), data, split="test", units="mm", convention="default", device="cpu")
+    report.pop("_case_metrics", None)
+    report["_weights_mtime"] = weights
+    cache.write_text(json.dumps(report, indent=1, default=_nan_safe), encoding="utf-8")
+    return json.loads(cache.read_text(encoding="utf-8"))
+
+
+def _nan_safe(obj):
+    return None if isinstance(obj, float) else str(obj)
+
+
+def hardware() -> str:
+    """One line describing this machine (CPU model, cores, memory, torch)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        mem = f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    except ImportError:
+        mem = ""
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
