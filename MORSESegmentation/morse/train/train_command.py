@@ -21,12 +21,23 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     if (out / "checkpoint.pt").exists() and not args.resume:
         raise ConfigError(f"{out} already holds a training run; add --resume to continue it or choose another --out")
+    from ..device import resolve_device
     from .dataset import load_training_data
+    from .distributed import init_distributed, rank_zero_first, shutdown
     from .trainer import Trainer
 
-    volumes, labels, provenance = load_training_data(cfg)
-    provenance["config_file"] = str(args.config)
-    result = Trainer(cfg, out, volumes, labels, device=args.device, resume=args.resume, provenance=provenance).run()
+    # Under torchrun: join the process group first, so that rank 0 builds a registry data set before the others read it.
+    info = init_distributed(resolve_device(args.device, cfg.model.spatial_dims).device)
+    if not info.is_main:  # one copy of the progress messages, from rank 0
+        logging.getLogger("morse").setLevel(logging.WARNING)
+    try:
+        with rank_zero_first(info):
+            volumes, labels, provenance = load_training_data(cfg)
+        provenance["config_file"] = str(args.config)
+        trainer = Trainer(cfg, out, volumes, labels, device=args.device, resume=args.resume, provenance=provenance)
+        result = trainer.run()
+    finally:
+        shutdown(info)
     if result.pack_dir is not None:
         print(f"model pack: {result.pack_dir}")
         print(f"loss curves: {out / 'loss.png'}; metrics log: {out / 'metrics.csv'}")

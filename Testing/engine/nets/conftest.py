@@ -1,0 +1,8 @@
+"""The TransUNet tests share the tiny configuration of ``transunet_tiny.py`` (this folder on ``sys.path``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
