@@ -52,9 +52,128 @@ def _read_sitk(path: Path):
             raise InputError(
                 f"{path}: holds {len(series)} DICOM series; put each series in its own folder and segment one at a time"
             )
-        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+        files = reader.GetGDCMSeriesFileNames(str(path), series[0])
+        _check_dicom_slices(path, files)
+        reader.SetFileNames(files)
         return reader.Execute()
+    _check_header(path)
     return sitk.ReadImage(str(path))
+
+
+# Largest expansion a gzip stream can achieve (deflate's limit is about 1032:1): a compressed file whose header
+# declares more voxel bytes than this times its size cannot hold them.
+_GZIP_MAX_RATIO = 1100
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, from the header alone and before any voxel memory is allocated, what cannot be a volume: other than 3
+    dimensions (or 4 with one time point), complex voxels, and declared sizes that the file cannot hold or this
+    computer cannot store. (Several components per voxel are read; :func:`morse.inference.validation.validate_volume`
+    refuses them as input.)"""
+    import SimpleITK as sitk  # noqa: N813
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = tuple(int(s) for s in reader.GetSize())
+    dims = len(size)
+    shown = "×".join(map(str, size))
+    if dims == 2:
+        raise InputError(
+            f"{path}: a 2D image ({shown} pixels); MORSE segments volumes (NIfTI, NRRD, MHA, DICOM series). "
+            f"Save the slice as a one-slice 3D volume: 2D models segment single slices."
+        )
+    if dims == 4 and size[3] > 1:
+        raise InputError(
+            f"{path}: a 4D image ({shown}: {size[3]} volumes of {'×'.join(map(str, size[:3]))}, e.g. a time series "
+            f"or several echoes). MORSE segments one 3D volume: extract one first (in 3D Slicer: load it as a "
+            f"sequence and save the frame you want; in Python: SimpleITK.Extract)."
+        )
+    if dims not in (3, 4):
+        raise InputError(f"{path}: a {dims}D image ({shown}); MORSE segments 3D volumes")
+    components = int(reader.GetNumberOfComponents())
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    if "complex" in pixel:
+        raise InputError(f"{path}: complex-valued voxels ({pixel}); MORSE segments real images: save the magnitude")
+    if min(size) < 1:
+        raise InputError(f"{path}: the header declares an empty image ({shown} voxels)")
+    declared = float(np.prod(size, dtype=np.float64)) * _pixel_bytes(pixel) * max(1, components)
+    name, on_disk = path.name.lower(), path.stat().st_size
+    holds = on_disk if name.endswith(".nii") else on_disk * _GZIP_MAX_RATIO if name.endswith(".nii.gz") else None
+    if holds is not None and declared > holds:
+        raise InputError(
+            f"{path}: the header declares {shown} voxels ({_size_text(declared)}) but the file ({on_disk} bytes) "
+            f"cannot hold them: it is truncated or its header is corrupt. Re-export or re-download it."
+        )
+    available = _available_memory()
+    if declared > available:
+        raise InputError(
+            f"{path}: the header declares {shown} voxels ({_size_text(declared)} as stored), more than the "
+            f"{_size_text(available)} of memory available. Crop or down-sample the volume first (or check the header: "
+            f"it may be corrupt)."
+        )
+
+
+def _pixel_bytes(pixel: str) -> int:
+    """Bytes per voxel of a SimpleITK pixel type name ("16-bit signed integer" → 2)."""
+    for bits in (8, 16, 32, 64):
+        if f"{bits}-bit" in pixel:
+            return bits // 8
+    return 8
+
+
+def _size_text(n: float) -> str:
+    """Bytes as text in decimal units ("5.4 TB", "1.2 GB", "300 MB")."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9)):
+        if n >= 0.1 * scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 1e6:.3g} MB"
+
+
+def _available_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _check_dicom_slices(path: Path, files) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced along their normal (missing slices, or two
+    acquisitions mixed): ITK would stack them as if they were, and the segmentation would be displaced."""
+    import SimpleITK as sitk  # noqa: N813
+
+    if len(files) < 3:
+        return
+    positions, normal = [], None
+    reader = sitk.ImageFileReader()
+    for f in files:
+        reader.SetFileName(f)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return  # an unreadable slice: the series reader reports it
+        if normal is None:
+            d = np.asarray(reader.GetDirection(), dtype=np.float64)
+            if d.size != 9 or not np.all(np.isfinite(d)):
+                return
+            normal = d.reshape(3, 3)[:, 2]
+        positions.append(float(np.dot(np.asarray(reader.GetOrigin()[:3], dtype=np.float64), normal)))
+    gaps = np.diff(np.sort(np.asarray(positions)))
+    if not np.all(np.isfinite(gaps)):
+        return
+    step = float(np.median(gaps))
+    repeated = int(np.sum(gaps <= 1e-3 * max(step, 1e-3)))
+    if repeated:
+        raise InputError(
+            f"{path}: {repeated + 1} slices of the DICOM series lie at the same position (two acquisitions, or a "
+            f"slice copied twice); put one complete series in the folder"
+        )
+    worst = int(np.argmax(np.abs(gaps - step)))
+    if abs(gaps[worst] - step) > 0.1 * step:
+        raise InputError(
+            f"{path}: the DICOM slices are not evenly spaced (a gap of {gaps[worst]:.3g} mm after slice {worst + 1} of "
+            f"{len(files)}, {step:.3g} mm elsewhere): missing slices or mixed acquisitions. Give the complete series, "
+            f"or load it in 3D Slicer (which resamples irregular series) and save it as a NRRD or NIfTI volume."
+        )
 
 
 def read_image(path: str | Path) -> LoadedImage:
@@ -62,10 +181,12 @@ def read_image(path: str | Path) -> LoadedImage:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
-    if path.is_file() and not os.access(path, os.R_OK):
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"{path}: not a regular file or folder (a device or pipe?); give an image file")
+    if not os.access(path, os.R_OK):
         raise InputError(f"{path}: not readable (check the file permissions)")
     try:
-        image = _read_sitk(path)
+        return from_sitk(_read_sitk(path), path)
     except InputError:
         raise
     except Exception as exc:  # SimpleITK raises RuntimeError with ITK's text for every I/O problem
@@ -75,13 +196,15 @@ def read_image(path: str | Path) -> LoadedImage:
             f"{path}: could not be read as an image ({detail.strip()[:300]}). "
             f"Supported: NIfTI (.nii, .nii.gz), NRRD (.nrrd), MetaImage (.mha/.mhd) and DICOM series folders."
         ) from None
-    return from_sitk(image, path)
 
 
 def from_sitk(image, path: str | Path = "") -> LoadedImage:
-    """A SimpleITK image as :class:`LoadedImage` (array KJI, IJK→RAS)."""
+    """A SimpleITK image as :class:`LoadedImage` (array KJI, IJK→RAS); a 4D image with one time point is squeezed."""
     import SimpleITK as sitk  # noqa: N813
 
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        size = [*image.GetSize()[:3], 0]
+        image = sitk.Extract(image, size, [0, 0, 0, 0], sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX)
     if image.GetDimension() != 3:
         raise InputError(
             f"{path}: a {image.GetDimension()}D image; MORSE segments 3D volumes "

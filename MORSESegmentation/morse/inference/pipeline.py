@@ -1,8 +1,13 @@
 """Whole-volume inference: a numpy volume and its geometry in, every MORSE output on the same grid out.
 
 2D models run slice by slice in batches; 3D models run MONAI's sliding-window inference, stitching coarse logits,
-refined logits, rectified points and gate maps together. Memory stays bounded: full-resolution per-class float
-volumes are never kept, only uint8 labels and the maps that were asked for.
+refined logits, rectified points and gate maps together (on the CPU, in slabs along z when memory is short).
+Memory stays bounded: the full-resolution outputs (allocated once, in the input's own layout) are the only
+volume-sized arrays besides the input and its prepared float32 copy; :mod:`morse.inference.memory` estimates the
+peak before running, logs it, and lowers the batch or the stitching slab to fit the free memory.
+
+Device faults: when the network runs out of memory (CUDA, MPS or CPU), the batch is halved and retried, down to one
+slice or window; a GPU that still runs out hands over to the CPU. Each step is reported in ``result.messages``.
 """
 
 from __future__ import annotations
@@ -11,19 +16,22 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..device import resolve_device
-from ..errors import CancelledError
+from ..errors import CancelledError, InputError, ModelPackError
+from ..geometry import AxisReorder
 from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
+from .chunked import dominant_expert, resize_linear_into, resize_nearest_into
+from .memory import plan_inference
 from .preprocess import PreparedVolume, crop, pad_to_multiple, prepare, resize
 from .result import SegmentationResult
-from .validation import validate_volume
+from .validation import check_intensities, check_model_grid, validate_volume
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,24 @@ def release_models() -> None:
         torch.cuda.empty_cache()
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the out-of-memory errors of CUDA (``torch.OutOfMemoryError``), Apple MPS and the CPU allocator, and
+    numpy's ``MemoryError``."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    if isinstance(exc, RuntimeError):
+        text = str(exc).lower()
+        return any(s in text for s in ("out of memory", "can't allocate memory", "not enough memory"))
+    return False
+
+
+def _free_device_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
 def _uncertainty_map(coarse: torch.Tensor) -> torch.Tensor:
     """1 − (p_max − p_second) of the softmax, ``(B, C, *S) → (B, 1, *S)`` in [0, 1]."""
     top2 = torch.softmax(coarse.float(), dim=1).topk(2, dim=1).values
@@ -64,41 +90,113 @@ def _autocast(device: torch.device):
     return nullcontext()
 
 
+def _cat_predictions(parts: list):
+    """One :class:`morse.model.Prediction` from predictions of consecutive sub-batches."""
+    first = parts[0]
+    fields = {}
+    for name in ("coarse", "refined", "rectified", "gating"):
+        values = [getattr(p, name) for p in parts]
+        fields[name] = None if values[0] is None else torch.cat(values, dim=0)
+    return type(first)(**fields)
+
+
 @dataclass
 class _Run:
-    """Everything one inference run needs besides the prepared volume and the output arrays."""
+    """Everything one inference run needs besides the prepared volume and the output arrays.
+
+    ``batch_size`` is the current limit (lowered after an out-of-memory error); ``device``/``net`` change when a GPU
+    hands over to the CPU.
+    """
 
     net: torch.nn.Module
     pack: ModelPack
     device: torch.device
+    device_name: str
     refine: bool
     gating: bool
     stride: int
-    batch_size: int | None
+    batch_size: int
     timings: dict[str, float]
     report: ProgressCallback
     is_cancelled: CancelCheck
+    unit: str = "slice"
+    slab: int | None = None
+    oom_batch: tuple[int, int] | None = None  # (batch that failed first, smallest batch used) after OOM
+    oom_fallback: str | None = None  # the device that handed over to the CPU
+    fault_messages: list[str] = field(default_factory=list)
 
     def check_cancel(self) -> None:
         if self.is_cancelled():
             raise CancelledError()
 
-    def predict(self, x: torch.Tensor):
-        with _autocast(self.device):
-            return self.net.predict(
-                x, refine=self.refine, gating_stride=self.stride if self.gating else None, timings=self.timings
+    def predict(self, x_host: torch.Tensor):
+        """The network on a batch held in host memory ``(B, 1, *S)``; on out-of-memory: halve the batch and retry,
+        then (GPU) continue on the CPU; raises :class:`InputError` when one slice/window does not fit on the CPU."""
+        try:
+            x = x_host.to(self.device)
+            with _autocast(self.device):
+                return self.net.predict(
+                    x, refine=self.refine, gating_stride=self.stride if self.gating else None, timings=self.timings
+                )
+        except Exception as exc:  # handled below, outside the except block, so the failed tensors are released
+            if not is_out_of_memory(exc):
+                raise
+            log.warning("out of memory on %s with a batch of %d: %s", self.device, x_host.shape[0], str(exc)[:200])
+        x = None
+        _free_device_cache(self.device)
+        n = int(x_host.shape[0])
+        if n > 1:
+            half = (n + 1) // 2
+            self.oom_batch = (self.oom_batch or (n, half))[0], half
+            self.batch_size = min(self.batch_size, half)
+            return _cat_predictions([self.predict(x_host[:half]), self.predict(x_host[half:])])
+        if self.device.type != "cpu":
+            self.oom_fallback = self.device_name
+            self.device, self.device_name = torch.device("cpu"), "cpu"
+            self.net = get_model(self.pack, self.device)
+            return self.predict(x_host)
+        raise InputError(
+            f"not enough memory to run the model on even one {self.unit} ({tuple(x_host.shape[2:])} model voxels) "
+            f"on the CPU; close other programs, or crop the volume"
+        )
+
+    def summarize_faults(self) -> list[str]:
+        """What the out-of-memory handling did, in words for the user."""
+        messages = []
+        if self.oom_batch is not None:
+            first, smallest = self.oom_batch
+            messages.append(
+                f"out of memory with {first} {self.unit}s per batch: continued with {smallest} {self.unit}"
+                f"{'s' if smallest > 1 else ''} per batch"
             )
+        if self.oom_fallback is not None:
+            messages.append(
+                f"out of memory on {self.oom_fallback} even with one {self.unit} per batch: continued on the CPU "
+                f"(slower)"
+            )
+        return messages + self.fault_messages
 
 
 class _Outputs:
-    """Output arrays on the reoriented input grid (D, H, W), filled batch by batch."""
+    """Full-resolution outputs, allocated once in the input's own layout (K, J, I) — these arrays become the result.
 
-    def __init__(self, shape, num_experts: int, refine: bool, gating: bool, uncertainty: bool):
-        self.labels = np.zeros(shape, np.uint8)
-        self.coarse = np.zeros(shape, np.uint8) if refine else self.labels
-        self.rectified = np.zeros(shape, np.uint8) if refine else None
-        self.uncertainty = np.zeros(shape, np.float32) if uncertainty else None
-        self.gating = np.zeros((num_experts, *shape), np.float32) if gating else None
+    The pipeline fills them through the attributes ``labels``, ``coarse``, ... which are views on the reoriented grid
+    (D, H, W), so no reoriented copy of any output is ever made.
+    """
+
+    def __init__(self, reorder: AxisReorder, num_experts: int, refine: bool, gating: bool, uncertainty: bool):
+        shape = reorder.shape
+        self.arrays: dict[str, np.ndarray | None] = {"labels": np.zeros(shape, np.uint8)}
+        self.arrays["coarse"] = np.zeros(shape, np.uint8) if refine else self.arrays["labels"]
+        self.arrays["rectified"] = np.zeros(shape, np.uint8) if refine else None
+        self.arrays["uncertainty"] = np.zeros(shape, np.float32) if uncertainty else None
+        self.arrays["gating"] = np.zeros((num_experts, *shape), np.float32) if gating else None
+        views = {k: None if v is None else reorder.apply(v) for k, v in self.arrays.items()}
+        self.labels = views["labels"]
+        self.coarse = self.labels if not refine else views["coarse"]
+        self.rectified = views["rectified"]
+        self.uncertainty = views["uncertainty"]
+        self.gating = views["gating"]
 
 
 def segment_volume(
@@ -123,11 +221,19 @@ def segment_volume(
         refine: run the rendering head (else refined = coarse).
         gating / uncertainty: compute the expert gate maps / the uncertainty map.
         gating_stride: grid stride of the gate maps (default from the model pack, 2).
+        batch_size: slices (2D) or windows (3D) per network call (default from the model pack; 3D: 1); lowered
+            when the memory estimate or an out-of-memory error requires it.
         progress: called as ``progress(stage_name, fraction)`` with fraction in [0, 1].
         cancel: polled between batches; returning True raises :class:`CancelledError`.
 
     Returns:
-        :class:`SegmentationResult` with every array on the input's grid (KJI) and the same ``ijk_to_ras``.
+        :class:`SegmentationResult` with every array on the input's grid (KJI) and the same ``ijk_to_ras``;
+        ``messages`` holds every warning (input values, resampling, device fallback, memory reductions).
+
+    Raises:
+        InputError: the volume cannot be segmented (see :mod:`morse.inference.validation`), or does not fit in memory.
+        ModelPackError: the model pack is unusable or does not fit the input.
+        CancelledError: ``cancel`` returned True.
     """
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -135,7 +241,16 @@ def segment_volume(
     is_cancelled = cancel or (lambda: False)
     volume, messages = validate_volume(volume, ijk_to_ras)
     pack = model if isinstance(model, ModelPack) else load_model_pack(model)
+    in_channels = int(pack.config.backbone.in_channels)
+    if in_channels != 1:
+        raise ModelPackError(
+            f"{pack.path}: the model takes {in_channels} input channels (several images per case, e.g. MR "
+            f"sequences), but MORSE gives it one volume. Use a model trained on single images."
+        )
     spatial_dims = pack.config.spatial_dims
+    messages += check_intensities(volume, pack.preprocessing.intensity)
+    grid = check_model_grid(volume.shape, ijk_to_ras, pack.preprocessing, spatial_dims)
+    messages += grid.messages
     choice = resolve_device(device, spatial_dims)
     if choice.message:
         messages.append(choice.message)
@@ -146,55 +261,80 @@ def segment_volume(
     refine = refine and has_head
     gating = gating and net.features is not None and net.features.cfg.kind == "smoe"
     stride = gating_stride or int(pack.inference["gating_stride"])
+    roi = None
+    if spatial_dims == 3:
+        roi = tuple(getattr(net.backbone, "img_size", None) or pack.inference.get("roi_size") or (96, 96, 96))
+    requested = batch_size or (int(pack.inference["batch_size"]) if spatial_dims == 2 else 1)
+    plan = plan_inference(
+        volume.shape,
+        volume.dtype.itemsize,
+        grid.model_shape,
+        pack.config,
+        refine=refine,
+        gating=gating,
+        uncertainty=uncertainty,
+        batch_size=requested,
+        gating_stride=stride,
+        roi=roi,
+        size_multiple=net.size_multiple,
+        num_experts=net.num_experts,
+    )
+    messages += plan.messages
     report("preprocessing", 0.0)
     with stage(timings, "preprocess"):
         prep = prepare(volume, ijk_to_ras, pack.preprocessing, spatial_dims)
-    outputs = _Outputs(prep.shape, net.num_experts, refine, gating, uncertainty)
-    run = _Run(net, pack, choice.device, refine, gating, stride, batch_size, timings, report, is_cancelled)
-    (_run_slices if spatial_dims == 2 else _run_volume)(run, prep, outputs)
+    outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty)
+    run = _Run(
+        net, pack, choice.device, choice.name, refine, gating, stride, plan.batch_size, timings, report, is_cancelled
+    )
+    if spatial_dims == 2:
+        _run_slices(run, prep, outputs)
+    else:
+        run.unit, run.slab = "window", plan.slab
+        _run_volume(run, prep, outputs, roi)
+    del prep
+    messages += run.summarize_faults()
     report("finishing", 1.0)
     with stage(timings, "postprocess"):
+        arrays = outputs.arrays
         result = SegmentationResult(
-            labels=np.ascontiguousarray(prep.reorder.invert(outputs.labels)),
-            coarse_labels=np.ascontiguousarray(prep.reorder.invert(outputs.coarse)),
+            labels=arrays["labels"],
+            coarse_labels=arrays["coarse"],
             ijk_to_ras=np.asarray(ijk_to_ras, dtype=np.float64).copy(),
             labels_info=list(pack.labels),
-            rectified=None
-            if outputs.rectified is None
-            else np.ascontiguousarray(prep.reorder.invert(outputs.rectified)),
-            uncertainty=None
-            if outputs.uncertainty is None
-            else np.ascontiguousarray(prep.reorder.invert(outputs.uncertainty)),
-            gating=None if outputs.gating is None else np.ascontiguousarray(prep.reorder.invert(outputs.gating)),
+            rectified=arrays["rectified"],
+            uncertainty=arrays["uncertainty"],
+            gating=arrays["gating"],
             model_id=pack.model_id,
             model_version=pack.version,
-            device=choice.name,
+            device=run.device_name,
             messages=messages,
         )
         if result.gating is not None:
-            result.dominant_expert = (result.gating.argmax(axis=0) + 1).astype(np.uint8)
+            result.dominant_expert = dominant_expert(result.gating)
     timings["total"] = time.perf_counter() - t_start
     result.timings = timings
     return result
 
 
 def _run_slices(run: _Run, prep: PreparedVolume, out: _Outputs) -> None:
-    """2D model: batches of slices along the reoriented k axis."""
+    """2D model: batches of slices along the reoriented k axis (the batch shrinks after an out-of-memory error)."""
     depth, height, width = prep.shape
     model_hw = prep.model_shape[1:]
-    bs = run.batch_size or int(run.pack.inference["batch_size"])
-    for start in range(0, depth, bs):
+    start = 0
+    while start < depth:
         run.check_cancel()
-        stop = min(depth, start + bs)
+        stop = min(depth, start + run.batch_size)
         run.report("segmenting", start / depth)
         with stage(run.timings, "preprocess"):
             x = torch.from_numpy(prep.image[start:stop]).unsqueeze(1)  # (B, 1, H, W)
             x = resize(x, model_hw)
             x, size = pad_to_multiple(x, run.net.size_multiple)
-            x = x.to(run.device).contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         pred = run.predict(x)
         with stage(run.timings, "postprocess", run.device):
             _store_slices(out, pred, size, (height, width), slice(start, stop))
+        start = stop
     run.report("segmenting", 1.0)
 
 
@@ -217,57 +357,136 @@ def _store_slices(out: _Outputs, pred, size, full_hw, rows: slice) -> None:
         out.gating[:, rows] = resize(gates, full_hw).clamp(0, 1).permute(1, 0, 2, 3).cpu().numpy()
 
 
-def _run_volume(run: _Run, prep: PreparedVolume, out: _Outputs) -> None:
-    """3D model: sliding windows over the volume resized to the model's voxel size."""
+def _sliding_window(x: torch.Tensor, roi, batch: int, predictor, overlap: float) -> tuple[torch.Tensor, ...]:
+    """MONAI's Gaussian-weighted sliding window over ``x (1, 1, *S)`` held on the CPU; windows go to the network's
+    device inside ``predictor`` and their results come back to the CPU, where they are stitched."""
     from monai.inferers import sliding_window_inference
 
+    cpu = torch.device("cpu")
+    with torch.inference_mode():  # the predictions are inference tensors; MONAI weights them in place
+        out = sliding_window_inference(
+            x,
+            roi,
+            sw_batch_size=batch,
+            predictor=predictor,
+            overlap=overlap,
+            mode="gaussian",
+            sw_device=cpu,
+            device=cpu,
+        )
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _window_count(shape, roi, overlap: float) -> int:
+    """Windows MONAI places over ``shape`` (same rule as its scan intervals)."""
+    steps = [-(-(s - r) // max(1, int(r * (1 - overlap)))) + 1 if s > r else 1 for s, r in zip(shape, roi)]
+    return int(np.prod(steps))
+
+
+def _slabs(depth: int, core: int | None, roi_z: int, start: int = 0) -> list[tuple[int, int, int, int]]:
+    """``(a, s, e, b)`` per slab along z, for cores from ``start`` on: the core ``[s, e)`` whose results are kept and
+    the extended range ``[a, b)`` (core plus half a window of context per side, at least one window deep) that is
+    stitched. ``core=None``: one slab, the whole depth."""
+    if core is None or (start == 0 and core >= depth):
+        return [(0, 0, depth, depth)]
+    margin = roi_z // 2
+    slabs = []
+    for s in range(start, depth, core):
+        e = min(depth, s + core)
+        a, b = max(0, s - margin), min(depth, e + margin)
+        a, b = max(0, min(a, b - roi_z)), min(depth, max(b, a + roi_z))
+        slabs.append((a, s, e, b))
+    return slabs
+
+
+class _ModelGridMaps:
+    """Compact per-voxel results on the (padded) model grid of a 3D run: labels as uint8, the maps as float32 — a few
+    bytes per model voxel instead of the stitched float32 logits of every class."""
+
+    def __init__(self, shape, refine: bool, gating: bool, num_experts: int, uncertainty: bool):
+        self.labels = torch.zeros(shape, dtype=torch.uint8)
+        self.coarse = torch.zeros(shape, dtype=torch.uint8) if refine else self.labels
+        self.rectified = torch.zeros(shape, dtype=torch.uint8) if refine else None
+        self.uncertainty = torch.zeros(shape, dtype=torch.float32) if uncertainty else None
+        self.gating = torch.zeros((num_experts, *shape), dtype=torch.float32) if gating else None
+
+    def store(self, parts: tuple[torch.Tensor, ...], refine: bool, rows: slice, keep: slice) -> None:
+        """Reduce the stitched ``parts`` (refined[, coarse, rectified][, gating], each (1, ch, d, H, W)) of one slab
+        to the compact maps: rows ``rows`` of the model grid take slab rows ``keep``."""
+        parts = [p[:, :, keep] for p in parts]
+        refined = parts[0]
+        coarse, rect = (parts[1], parts[2]) if refine else (refined, None)
+        self.labels[rows] = refined.argmax(1)[0].to(torch.uint8)
+        if rect is not None:
+            self.coarse[rows] = coarse.argmax(1)[0].to(torch.uint8)
+            self.rectified[rows] = (rect[0, 0] > 0.5).to(torch.uint8)
+        if self.uncertainty is not None:
+            self.uncertainty[rows] = _uncertainty_map(coarse)[0, 0]
+        if self.gating is not None:
+            self.gating[:, rows] = parts[-1][0]
+
+
+def _run_volume(run: _Run, prep: PreparedVolume, out: _Outputs, roi: tuple[int, int, int]) -> None:
+    """3D model: sliding windows over the volume resized to the model's voxel size, stitched on the CPU (in slabs
+    along z when the plan says so, or after an out-of-memory error), then resampled to the input grid in chunks."""
     net = run.net
-    roi = tuple(getattr(net.backbone, "img_size", None) or run.pack.inference.get("roi_size") or (96, 96, 96))
     overlap = float(run.pack.inference["sw_overlap"])
     with stage(run.timings, "preprocess"):
         x = torch.from_numpy(prep.image)[None, None]
         x = resize(x, prep.model_shape)
         x, size = pad_to_multiple(x, net.size_multiple, minimum=max(roi))
-        x = x.to(run.device)
-    steps = [-(-(s - r) // max(1, int(r * (1 - overlap)))) + 1 if s > r else 1 for s, r in zip(x.shape[2:], roi)]
-    windows = {"done": 0, "total": int(np.prod(steps))}
+    depth = int(x.shape[2])
+    maps = _ModelGridMaps(tuple(x.shape[2:]), run.refine, run.gating, net.num_experts, out.uncertainty is not None)
+    slabs = _slabs(depth, run.slab, roi[0])
+    windows = {"done": 0, "total": sum(_window_count((b - a, *x.shape[3:]), roi, overlap) for a, _, _, b in slabs)}
 
     def predictor(patch: torch.Tensor):
         run.check_cancel()
         pred = run.predict(patch)
         windows["done"] += patch.shape[0]
-        run.report("segmenting", min(0.99, windows["done"] / windows["total"]))
-        parts = [pred.refined.float(), pred.coarse.float()]
-        if pred.rectified is not None:
-            parts.append(pred.rectified[:, None].float())
+        run.report("segmenting", min(0.99, windows["done"] / max(1, windows["total"])))
+        parts = [pred.refined.float()]
+        if run.refine:
+            parts += [pred.coarse.float(), pred.rectified[:, None].float()]
         if pred.gating is not None:
             parts.append(resize(pred.gating.float(), tuple(patch.shape[2:])))
-        return tuple(parts)
+        return tuple(p.cpu() for p in parts)
 
-    stitched = sliding_window_inference(
-        x,
-        roi,
-        sw_batch_size=run.batch_size or 1,
-        predictor=predictor,
-        overlap=overlap,
-        mode="gaussian",
-        sw_device=run.device,
-        device=torch.device("cpu"),
-    )
+    i = 0
+    while i < len(slabs):
+        a, s, e, b = slabs[i]
+        try:
+            stitched = _sliding_window(x[:, :, a:b], roi, run.batch_size, predictor, overlap)
+        except Exception as exc:  # handled below, outside the except block, so the failed buffers are released
+            if not is_out_of_memory(exc):
+                raise
+            stitched = None
+        if stitched is None:  # stitching buffers did not fit: thinner slabs from here on
+            core = e - s
+            thinnest = max(1, roi[0] // 2)
+            if core <= thinnest:
+                raise InputError(
+                    f"not enough memory to stitch even a {core}-slice slab of the {tuple(x.shape[2:])} model grid; "
+                    f"close other programs, turn off the gating/uncertainty maps, or crop the volume"
+                )
+            run.slab = max(thinnest, core // 2)
+            slabs = slabs[:i] + _slabs(depth, run.slab, roi[0], start=s)
+            run.fault_messages.append(
+                f"out of memory while stitching the sliding windows: continued in slabs of {run.slab} model slices"
+            )
+            continue
+        maps.store(stitched, run.refine, slice(s, e), slice(s - a, e - a))
+        del stitched
+        i += 1
     with stage(run.timings, "postprocess"):
-        refined, coarse = crop(stitched[0], size), crop(stitched[1], size)
-        extra = list(stitched[2:])
-        full = prep.shape
-        labels = refined.argmax(1, keepdim=True).float()
-        out.labels[:] = resize(labels, full, mode="nearest")[0, 0].to(torch.uint8).numpy()
+        crop_to = tuple(slice(0, n) for n in size)
+        resize_nearest_into(out.labels, maps.labels[crop_to])
         if out.coarse is not out.labels:
-            out.coarse[:] = resize(coarse.argmax(1, keepdim=True).float(), full, mode="nearest")[0, 0].numpy()
-        if out.rectified is not None and run.refine:
-            rect = crop(extra.pop(0), size)
-            out.rectified[:] = (resize(rect, full, mode="nearest")[0, 0] > 0.5).numpy()
+            resize_nearest_into(out.coarse, maps.coarse[crop_to])
+        if out.rectified is not None and maps.rectified is not None:
+            resize_nearest_into(out.rectified, maps.rectified[crop_to])
         if out.uncertainty is not None:
-            out.uncertainty[:] = resize(_uncertainty_map(coarse), full)[0, 0].clamp(0, 1).numpy()
-        if out.gating is not None and extra:
-            gates = crop(extra.pop(0), size)
-            for k in range(gates.shape[1]):  # one expert at a time keeps the full-resolution float footprint small
-                out.gating[k] = resize(gates[:, k : k + 1], full)[0, 0].clamp(0, 1).numpy()
+            resize_linear_into(out.uncertainty, maps.uncertainty[crop_to], clamp=(0.0, 1.0))
+        if out.gating is not None and maps.gating is not None:
+            for k in range(maps.gating.shape[0]):  # one expert at a time keeps the working memory small
+                resize_linear_into(out.gating[k], maps.gating[(k, *crop_to)], clamp=(0.0, 1.0))
