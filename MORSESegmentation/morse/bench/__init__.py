@@ -1,0 +1,1 @@
+"""Benchmark of MORSE against its backbone (``morse bench``)."""
