@@ -62,10 +62,12 @@ class SplitLinear(nn.Module):
         self.parts = nn.ModuleList(nn.Linear(d, out_dim, bias=bias and i == 0) for i, d in enumerate(in_dims))
 
     def forward(self, inputs: list[Tensor]) -> Tensor:
-        out = self.parts[0](inputs[0])
+        lead = inputs[0].shape[:-1]
+        out = self.parts[0](inputs[0]).reshape(-1, self.parts[0].out_features)
         for layer, x in zip(self.parts[1:], inputs[1:]):
-            out = out + layer(x)
-        return out
+            # accumulate in place with a fused multiply-add (no temporary per part); autograd supports it
+            out = out.addmm(x.reshape(-1, x.shape[-1]).to(out.dtype), layer.weight.t().to(out.dtype))
+        return out.reshape(*lead, -1)
 
 
 def weighted_sum(values: list[Tensor], weights: Tensor) -> Tensor:

@@ -50,6 +50,6 @@ class PointHead(nn.Module):
         if self.encoding is not None:
             inputs.insert(0, self.encoding(coords).to(fine.dtype))
         for layer in self.layers:
-            x = torch.relu(layer(inputs))
+            x = torch.relu_(layer(inputs))
             inputs = [x, coarse] if self.coarse_each_layer else [x]
         return self.predictor(inputs)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import SMoEConfig
-from .layers import ChannelMLP, SplitLinear, RowBatchNorm, batch_norm_nd, conv_nd, weighted_sum
+from .layers import ChannelMLP, RowBatchNorm, SplitLinear, batch_norm_nd, conv_nd, weighted_sum
 from .point_ops import cells, sample_points, sample_rows, upsample_like
 from .routing import apply_keep_mask, draw_keep_mask
 

@@ -25,6 +25,7 @@ import torch
 from ..device import resolve_device
 from ..errors import CancelledError, InputError, ModelPackError
 from ..geometry import AxisReorder
+from ..heads.point_ops import uncertainty
 from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
 from .chunked import dominant_expert, resize_linear_into, resize_nearest_into
@@ -80,8 +81,7 @@ def _free_device_cache(device: torch.device) -> None:
 
 def _uncertainty_map(coarse: torch.Tensor) -> torch.Tensor:
     """1 − (p_max − p_second) of the softmax, ``(B, C, *S) → (B, 1, *S)`` in [0, 1]."""
-    top2 = torch.softmax(coarse.float(), dim=1).topk(2, dim=1).values
-    return 1.0 - (top2[:, :1] - top2[:, 1:2])
+    return 1.0 + uncertainty(torch.softmax(coarse.float(), dim=1)).unsqueeze(1)
 
 
 def _autocast(device: torch.device):
