@@ -121,6 +121,19 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Mod
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
 
 
+def sync_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts them at the start of each forward pass, so the statistics a rank updates in the last pass are its
+    own until the next one; calling this after training leaves every rank with the state rank 0 saves.
+    """
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def rank_state(states: list[torch.Tensor], info: DistInfo) -> torch.Tensor | None:
     """This rank's saved generator state (a CPU byte tensor), or None if the checkpoint was written by fewer ranks.
 

@@ -26,7 +26,16 @@ from ..model import MorseModel
 from ..modelpack import save_model_pack
 from .augment import augment_batch
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import DistInfo, barrier, init_distributed, rank_state, reduce_mean, training_device, wrap_model
+from .distributed import (
+    DistInfo,
+    barrier,
+    init_distributed,
+    rank_state,
+    reduce_mean,
+    sync_buffers,
+    training_device,
+    wrap_model,
+)
 from .sampling import PatchSampler
 from .schedule import poly_lr
 from .volumes import TrainingVolume
@@ -179,6 +188,7 @@ class Trainer:
                 self._checkpoint(ckpt_path, model, optimizer, step + 1, history, data_gen, model_gen)
         if progress is not None:
             progress.close()
+        sync_buffers(model, self.dist)  # BatchNorm statistics of the last forward pass differ per rank: keep rank 0's
         wall = time.perf_counter() - start_time
         pack_dir = None
         if self.dist.is_main:
