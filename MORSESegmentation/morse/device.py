@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -33,9 +35,10 @@ def resolve_device(requested: str = "auto", spatial_dims: int = 2) -> DeviceChoi
     """``auto``: CUDA if present, else Apple MPS for 2D models, else CPU. An unavailable request falls back to CPU
     with a message (logged and returned) instead of failing. MPS is not used for 3D models (3D convolutions are not
     fully supported there)."""
-    requested = (requested or "auto").lower()
-    if requested not in CHOICES and not requested.startswith("cuda:"):
-        raise ValueError(f"unknown device {requested!r}; choose one of {', '.join(CHOICES)}")
+    requested = (requested or "auto").strip().lower()
+    index_text = requested[5:] if requested.startswith("cuda:") else "0"
+    if (requested not in CHOICES and not requested.startswith("cuda:")) or not index_text.isdigit():
+        raise ConfigError(f"unknown device {requested!r}; choose one of {', '.join(CHOICES)} (or cuda:N)")
     message = None
     if requested == "auto":
         if torch.cuda.is_available():
@@ -45,7 +48,7 @@ def resolve_device(requested: str = "auto", spatial_dims: int = 2) -> DeviceChoi
         return DeviceChoice(torch.device("cpu"), requested)
     if requested.startswith("cuda"):
         if torch.cuda.is_available():
-            index = int(requested.split(":")[1]) if ":" in requested else 0
+            index = int(index_text)
             if index < torch.cuda.device_count():
                 return DeviceChoice(torch.device("cuda", index), requested)
             message = f"CUDA device {index} does not exist ({torch.cuda.device_count()} present); using the CPU instead"

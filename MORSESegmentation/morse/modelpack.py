@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -30,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, PreprocessingConfig, from_dict, to_dict
+from .config import IntensityConfig, ModelConfig, PreprocessingConfig, from_dict, to_dict
 from .errors import ConfigError, ModelPackError
 from .inference.result import LabelInfo
 
 SCHEMA_VERSION = 1
 DEFAULT_MODEL_ID = "abdomen-ct-morse2d"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+MAX_MODEL_JSON_BYTES = 10 << 20  # a description, not data: anything larger is not a model pack
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+].*)?$")
 
 
@@ -93,40 +95,85 @@ class ModelPack:
                 f"{self.weights_path}: sha256 {actual[:12]}… does not match model.json ({str(expected)[:12]}…); "
                 f"the weights file is corrupted or was replaced. Re-install or re-download the model pack."
             )
-        try:
-            state = load_file(str(self.weights_path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
+        import torch
+        from safetensors import safe_open
+
+        try:  # the header only: names, shapes and dtypes, before anything is allocated
+            with safe_open(str(self.weights_path), framework="pt") as f:
+                stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ModelPackError(f"{self.weights_path}: not a readable safetensors file ({exc}).") from None
-        model = MorseModel(self.config)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # tensor shapes differ from what the architecture builds
-            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
-            message = f"{self.path}: weights do not match the architecture in model.json ({first})"
-            raise ModelPackError(message) from None
-        if missing or unexpected:
+        try:  # the architecture without memory: an absurd model.json cannot make us allocate terabytes
+            with torch.device("meta"):
+                skeleton = MorseModel(self.config)
+        except Exception as exc:
+            raise ModelPackError(
+                f"{self.path}: the architecture in model.json cannot be built ({type(exc).__name__}: {exc})"
+            ) from None
+        wanted = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        del skeleton
+        missing = sorted(set(wanted) - set(stored))
+        unexpected = sorted(set(stored) - set(wanted))
+        wrong = [f"{k} {stored[k]} ≠ {wanted[k]}" for k in wanted if k in stored and stored[k] != wanted[k]]
+        if missing or unexpected or wrong:
             raise ModelPackError(
                 f"{self.path}: weights do not match the architecture in model.json "
-                f"(missing {len(missing)}: {missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]})."
+                f"(missing {len(missing)}: {missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]}, "
+                f"other shape {len(wrong)}: {wrong[:3]})."
             )
+        try:
+            state = load_file(str(self.weights_path), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise ModelPackError(f"{self.weights_path}: not a readable safetensors file ({exc}).") from None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ModelPackError(
+                f"{self.weights_path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({bad[:3]}); the model "
+                f"was saved from a diverged training run. Use another model pack."
+            )
+        model = MorseModel(self.config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the parameters
+            first = str(exc).strip().splitlines()[-1][:200]
+            raise ModelPackError(
+                f"{self.path}: weights do not match the architecture in model.json ({first})"
+            ) from None
         return model.eval().to(device)
+
+
+def _code(value, what: str) -> tuple[str, str, str] | None:
+    """A terminology code ``[scheme, value, meaning]`` (three strings), or None when absent."""
+    if not value:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be [coding scheme, code value, code meaning], three strings")
+    return tuple(value)
 
 
 def _labels_from_json(items: list[dict]) -> list[LabelInfo]:
     labels = []
     for item in items:
         try:
+            if not isinstance(item, dict):
+                raise TypeError("not an object")
+            value = item["value"]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"value {value!r} is not an integer")
+            color = tuple(float(c) for c in item["color"])
+            if len(color) != 3 or not all(0.0 <= c <= 1.0 for c in color):
+                raise ValueError("color must be three numbers in 0..1 (red, green, blue)")
             labels.append(
                 LabelInfo(
-                    value=int(item["value"]),
+                    value=value,
                     name=str(item["name"]),
-                    color=tuple(float(c) for c in item["color"]),
-                    category=tuple(item["category"]) if item.get("category") else None,
-                    type=tuple(item["type"]) if item.get("type") else None,
+                    color=color,
+                    category=_code(item.get("category"), "category"),
+                    type=_code(item.get("type"), "type"),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelPackError(f"model.json: label entry {item!r} is invalid ({exc})") from None
+            raise ModelPackError(f"model.json: label entry {item!r:.200} is invalid ({exc})") from None
     return labels
 
 
@@ -161,16 +208,20 @@ def load_model_pack(model: str | Path = "default") -> ModelPack:
     path = resolve_model_path(model)
     meta_path = path / "model.json"
     if not meta_path.is_file():
-        pickles = [p.name for p in path.iterdir() if p.name.lower().endswith(PICKLE_SUFFIXES)]
+        pickles = sorted(p.name for p in path.iterdir() if p.name.lower().endswith(PICKLE_SUFFIXES))
         hint = f" (found pickle file(s) {pickles}, which MORSE never loads)" if pickles else ""
         raise ModelPackError(f"{path}: no model.json; not a MORSE model pack{hint}")
     try:
-        meta = json.loads(meta_path.read_text())
+        if meta_path.stat().st_size > MAX_MODEL_JSON_BYTES:
+            raise ModelPackError(f"{meta_path}: {meta_path.stat().st_size} bytes, too large for a model description")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelPackError(f"{meta_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelPackError(f"{meta_path}: must hold a JSON object (a model description), not {type(meta).__name__}")
     version = meta.get("schema_version")
-    if not isinstance(version, int):
-        raise ModelPackError(f"{meta_path}: missing integer schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelPackError(f"{meta_path}: missing integer schema_version (1 or more)")
     if version > SCHEMA_VERSION:
         raise ModelPackError(
             f"{meta_path}: schema version {version} is newer than this MORSE understands ({SCHEMA_VERSION}); "
@@ -182,17 +233,21 @@ def load_model_pack(model: str | Path = "default") -> ModelPack:
     if not _SEMVER.match(str(meta["version"])):
         raise ModelPackError(f"{meta_path}: version {meta['version']!r} is not MAJOR.MINOR.PATCH")
     weights = meta["weights"]
+    if not isinstance(weights, dict):
+        raise ModelPackError(f"{meta_path}: 'weights' must be an object with file, sha256 and format")
     if weights.get("format", "safetensors") != "safetensors" or not str(weights.get("file", "")).endswith(
         ".safetensors"
     ):
         raise ModelPackError(f"{meta_path}: weights must be a .safetensors file (pickle formats are refused)")
-    if not (path / weights["file"]).is_file():
-        raise ModelPackError(f"{path}: weights file {weights['file']} is missing")
+    _check_weights_file(path, str(weights["file"]), meta_path)
     try:
         config = from_dict(ModelConfig, meta["architecture"], "architecture")
         preprocessing = from_dict(PreprocessingConfig, meta["preprocessing"], "preprocessing")
     except (ConfigError, TypeError) as exc:
         raise ModelPackError(f"{meta_path}: {exc}") from None
+    _check_settings(config, preprocessing, meta_path)
+    if not isinstance(meta["labels"], list):
+        raise ModelPackError(f"{meta_path}: 'labels' must be a list of {{value, name, color}} entries")
     labels = _labels_from_json(meta["labels"])
     values = [lab.value for lab in labels]
     if len(set(values)) != len(values) or any(v <= 0 or v >= config.num_classes for v in values):
@@ -209,6 +264,52 @@ def load_model_pack(model: str | Path = "default") -> ModelPack:
         labels=labels,
         meta=meta,
     )
+
+
+def _check_weights_file(path: Path, name: str, meta_path: Path) -> None:
+    """The weights must be a regular file directly inside the pack folder: no path in the name, and no link that
+    leads out of the folder (a pack is self-contained; its checksum must describe its own file)."""
+    if Path(name).name != name or name in (".", ".."):
+        raise ModelPackError(f"{meta_path}: weights file {name!r} must be a file name inside the model pack folder")
+    file = path / name
+    if file.is_symlink() and file.resolve().parent != path.resolve():
+        raise ModelPackError(
+            f"{file}: a link to a file outside the model pack ({file.resolve()}); copy the weights into the pack "
+            f"folder instead"
+        )
+    if not file.is_file():
+        raise ModelPackError(f"{path}: weights file {name} is missing")
+
+
+def _check_settings(config: ModelConfig, preprocessing: PreprocessingConfig, meta_path: Path) -> None:
+    """Types and ranges of the model.json values that inference computes with (from_dict checks names only)."""
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    problems = []
+    classes = config.num_classes
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= 256:
+        # labels are stored as uint8: more than 256 classes (background included) cannot be written
+        problems.append(f"architecture.num_classes {classes!r} must be an integer from 2 to 256")
+    if not isinstance(config.backbone.in_channels, int) or config.backbone.in_channels < 1:
+        problems.append(f"architecture.backbone.in_channels {config.backbone.in_channels!r} must be an integer ≥ 1")
+    sp = preprocessing.spacing
+    if not isinstance(sp, list) or len(sp) != 3 or not all(number(v) and v > 0 for v in sp):
+        problems.append(f"preprocessing.spacing {sp!r} must be three positive numbers (mm, x y z)")
+    code = preprocessing.orientation
+    axes = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
+    if not isinstance(code, str) or len(code) != 3 or {axes.get(c.upper(), -1) for c in code} != {0, 1, 2}:
+        problems.append(f"preprocessing.orientation {code!r} must be three letters, one of L/R, P/A, S/I each")
+    intensity = preprocessing.intensity
+    if not isinstance(intensity, IntensityConfig):
+        problems.append("preprocessing.intensity must be an object")
+    elif intensity.mode == "window" and not (
+        number(intensity.low) and number(intensity.high) and intensity.low < intensity.high
+    ):
+        problems.append(f"preprocessing.intensity window {intensity.low!r}..{intensity.high!r} must have low < high")
+    if problems:
+        raise ModelPackError(f"{meta_path}: " + "; ".join(problems))
 
 
 def save_model_pack(
@@ -264,7 +365,7 @@ def save_model_pack(
             "metrics": metrics or {},
             "weights": {"file": "model.safetensors", "sha256": sha256_file(weights), "format": "safetensors"},
         }
-        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -48,7 +48,11 @@ def terminology_entry(info: LabelInfo) -> str:
 def quantize_unit(values: np.ndarray, levels: int = 256) -> np.ndarray:
     """float32 maps in [0, 1] rounded to multiples of 1/levels: visually identical, and the zeroed low mantissa bits
     let gzip shrink the files several-fold."""
-    return (np.round(np.clip(values, 0, 1) * levels) / levels).astype(np.float32)
+    out = np.clip(values, 0, 1).astype(np.float32, copy=False)  # the only copy: the rest works in place
+    out *= levels
+    np.round(out, out=out)
+    out /= levels
+    return out
 
 
 def seg_nrrd_metadata(labels: np.ndarray, infos: list[LabelInfo]) -> dict[str, str]:
@@ -182,8 +186,13 @@ def write_case(
         (tmp / "summary.json").write_text(json.dumps(summary(result, input_path), indent=2) + "\n", encoding="utf-8")
         if out_dir.exists():  # only reached with overwrite: swap in the complete new folder, then drop the old one
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
+            try:
+                out_dir.rename(old)
+                tmp.rename(out_dir)
+            except BaseException:  # interrupted between the two renames: put the user's folder back
+                if old.exists() and not out_dir.exists():
+                    old.rename(out_dir)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out_dir)

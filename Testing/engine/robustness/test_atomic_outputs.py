@@ -1,0 +1,140 @@
+"""Cancel and failure leave nothing half-written: a case folder appears complete or not at all, and an existing
+folder is replaced only with ``--overwrite`` and only by a complete new one — whatever interrupts the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from morse.cli import main
+from morse.errors import CancelledError, OutputError
+from morse.geometry import ijk_to_ras_from_lps
+from morse.imageio import write_image
+from morse.inference import outputs as outputs_module
+from morse.inference.outputs import OUTPUT_FILES, write_case
+from morse.inference.result import LabelInfo, SegmentationResult
+from synthetic import ring_slices
+
+
+def _result(shape=(3, 16, 16)) -> SegmentationResult:
+    labels = np.zeros(shape, np.uint8)
+    labels[1, 4:9, 4:9] = 1
+    return SegmentationResult(
+        labels=labels,
+        coarse_labels=labels.copy(),
+        ijk_to_ras=np.diag([-1.0, -1.0, 2.0, 1.0]),
+        labels_info=[LabelInfo(1, "disc", (0.9, 0.2, 0.2))],
+        gating=np.full((2, *shape), 0.5, np.float32),
+        uncertainty=np.zeros(shape, np.float32),
+        rectified=np.zeros(shape, np.uint8),
+    )
+
+
+def _existing_case(root: Path) -> Path:
+    case = root / "case"
+    case.mkdir(parents=True)
+    (case / "segmentation.nii.gz").write_bytes(b"the previous result")
+    (case / "my-notes.txt").write_text("keep me", encoding="utf-8")
+    return case
+
+
+def _fail_on_third_file(monkeypatch, exc: BaseException):
+    real = outputs_module.write_image
+    calls = {"n": 0}
+
+    def write_image(path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise exc
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(outputs_module, "write_image", write_image)
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt(), CancelledError()])
+def test_interrupted_write_leaves_no_case_folder(tmp_path, monkeypatch, exc):
+    _fail_on_third_file(monkeypatch, exc)
+    with pytest.raises(type(exc)):
+        write_case(tmp_path / "out" / "case", _result(), np.zeros((3, 16, 16), np.float32), "ct.nii.gz")
+    assert _listing(tmp_path / "out") == []  # neither the case nor a hidden temporary folder
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt(), CancelledError()])
+def test_interrupted_overwrite_keeps_the_existing_folder_intact(tmp_path, monkeypatch, exc):
+    case = _existing_case(tmp_path / "out")
+    before = _listing(tmp_path / "out")
+    _fail_on_third_file(monkeypatch, exc)
+    with pytest.raises(type(exc)):
+        write_case(case, _result(), np.zeros((3, 16, 16), np.float32), "ct.nii.gz", overwrite=True)
+    assert _listing(tmp_path / "out") == before
+    assert (case / "my-notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_interrupt_between_the_two_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
+    """The swap is two renames (old aside, new in); an interrupt between them must not lose the user's folder."""
+    case = _existing_case(tmp_path / "out")
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if ".partial-" in self.name and Path(target) == case:
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        write_case(case, _result(), np.zeros((3, 16, 16), np.float32), "ct.nii.gz", overwrite=True)
+    assert _listing(tmp_path / "out") == ["case", "case/my-notes.txt", "case/segmentation.nii.gz"]
+    assert (case / "segmentation.nii.gz").read_bytes() == b"the previous result"
+
+
+def test_existing_folder_needs_overwrite(tmp_path):
+    case = _existing_case(tmp_path / "out")
+    with pytest.raises(OutputError) as err:
+        write_case(case, _result(), np.zeros((3, 16, 16), np.float32), "ct.nii.gz")
+    assert str(err.value) == f"{case} already exists; pass --overwrite to replace it, or choose another -o folder"
+    written = write_case(case, _result(), np.zeros((3, 16, 16), np.float32), "ct.nii.gz", overwrite=True)
+    assert sorted(p.name for p in written.iterdir()) == sorted(OUTPUT_FILES)
+
+
+@pytest.fixture
+def two_inputs(tmp_path):
+    m = ijk_to_ras_from_lps((0.0, 0.0, 0.0), (1.0, 1.0, 2.0), np.eye(3).ravel())
+    good = write_image(tmp_path / "good.nii.gz", ring_slices(3, seed=2)[0], m)
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image")
+    return good, bad
+
+
+def test_cli_interrupted_while_writing_leaves_nothing(trained_rings, two_inputs, tmp_path, monkeypatch, capsys):
+    good, _ = two_inputs
+
+    def interrupted_preview(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs_module, "write_preview", interrupted_preview)
+    out = tmp_path / "o"
+    assert main(["segment", str(good), "-o", str(out), "--model", str(trained_rings[1]), "--device", "cpu"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert _listing(out) == []
+
+
+def test_cli_existing_output_and_several_inputs(trained_rings, two_inputs, tmp_path, capsys):
+    good, bad = two_inputs
+    out = tmp_path / "o"
+    model = ["--model", str(trained_rings[1]), "--device", "cpu"]
+    _existing_case(out).rename(out / "good")
+    # refused before any computation, for every case: nothing is touched
+    assert main(["segment", str(bad), str(good), "-o", str(out), *model]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out / 'good'} already exists; pass --overwrite to replace it, or choose another -o folder\n"
+    )
+    assert (out / "good" / "my-notes.txt").exists() and not (out / "bad").exists()
+    # with --overwrite: the unreadable case is reported, the good one written, exit status 1 (some failed)
+    assert main(["segment", str(bad), str(good), "-o", str(out), "--overwrite", *model]) == 1
+    assert sorted(p.name for p in (out / "good").iterdir()) == sorted(OUTPUT_FILES)
+    assert _listing(out) == sorted(["good", *(f"good/{n}" for n in OUTPUT_FILES)])
