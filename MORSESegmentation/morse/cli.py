@@ -37,10 +37,14 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="'default' (shipped model) or a model pack folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--no-refine", dest="refine", action="store_false", help="skip the rendering head (coarse only)")
-    p.add_argument("--gating", dest="gating", action="store_true", default=True, help="write expert gating maps")
-    p.add_argument("--no-gating", dest="gating", action="store_false")
-    p.add_argument("--uncertainty", dest="uncertainty", action="store_true", default=True)
-    p.add_argument("--no-uncertainty", dest="uncertainty", action="store_false")
+    p.add_argument(
+        "--gating", dest="gating", action="store_true", default=True, help="write the experts' gating maps (default)"
+    )
+    p.add_argument("--no-gating", dest="gating", action="store_false", help="skip the gating maps (faster)")
+    p.add_argument(
+        "--uncertainty", dest="uncertainty", action="store_true", default=True, help="write the uncertainty map"
+    )
+    p.add_argument("--no-uncertainty", dest="uncertainty", action="store_false", help="skip the uncertainty map")
     p.add_argument("--gating-stride", type=int, default=2, help="grid stride of the gating maps (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same case")
 
