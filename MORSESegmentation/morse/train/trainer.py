@@ -117,6 +117,8 @@ class Trainer:
         stop = t.iterations if until is None else min(until, t.iterations)
         start_time = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # written first, so that the seed and settings of a stopped or crashed run are on record
+            _write_config(self.out_dir, cfg)
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         model = MorseModel(cfg.model)
         if cfg.model.backbone.pretrained and not self.resume:  # on resume the checkpoint holds the weights
@@ -216,9 +218,6 @@ class Trainer:
         barrier(self.dist)
 
     def _write_pack(self, model: MorseModel, history: list[dict], wall: float) -> Path:
-        import yaml
-
-        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
         training = {
             "experiment": self.cfg.name,
             "config": to_dict(self.cfg),
@@ -255,6 +254,14 @@ def _load_pretrained(model: MorseModel, path: str) -> None:
     load(path)
 
 
+def _write_config(out_dir: Path, cfg: ExperimentConfig) -> None:
+    """``config.yaml``: the resolved experiment, ``train.seed`` included (UTF-8 whatever the process locale)."""
+    import yaml
+
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    (out_dir / "config.yaml").write_text(text, encoding="utf-8")
+
+
 def _gather_states(state: torch.Tensor, info: DistInfo) -> list[torch.Tensor]:
     """Every rank's generator state (so a resumed distributed run continues each rank's random stream)."""
     if not info.enabled:
@@ -278,7 +285,7 @@ def _write_history(out_dir: Path, history: list[dict]) -> None:
     if not history:
         return
     keys = list(dict.fromkeys(k for row in history for k in row))
-    with open(out_dir / "metrics.csv", "w", newline="") as f:
+    with open(out_dir / "metrics.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
