@@ -83,6 +83,8 @@ def _torchrun(record: Path, runs: list[dict]) -> dict[str, list[dict]]:
     spec.write_text(json.dumps(runs))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "MORSESegmentation"), env.get("PYTHONPATH", "")])
+    if sys.platform.startswith("linux"):  # both ranks are local: gloo on loopback needs no resolvable host name
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     # --standalone: a local rendezvous on a free port, so parallel test runs never collide
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(HERE / "ddp_worker.py"), str(record), str(spec)]  # fmt: skip
