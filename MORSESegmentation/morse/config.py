@@ -25,13 +25,15 @@ class BackboneConfig:
 
     name: ``unet2d`` (paper's 2D UNet, 5 experts), ``unet3d`` (3 experts), ``unetr`` (3 experts),
     ``transunet`` (R50-ViT-B/16 hybrid, 3 experts).
-    features: channel widths (UNets: 5 encoder levels + final decoder width, MONAI BasicUNet convention).
+    features: channel widths; None takes the backbone's defaults. UNets: 5 encoder levels + the last decoder stage
+    (MONAI BasicUNet convention; default 16, 32, 64, 128, 256, 16, the paper's 2D UNet). TransUNet: see
+    :mod:`morse.nets.transunet`.
     img_size: fixed input size in voxels/pixels for the transformer backbones (UNETR, TransUNet).
     """
 
     name: Literal["unet2d", "unet3d", "unetr", "transunet"] = "unet2d"
     in_channels: int = 1
-    features: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 16])
+    features: list[int] | None = None  # None: the backbone's own default widths
     norm: Literal["batch", "instance"] = "batch"
     dropout: float = 0.0
     img_size: list[int] | None = None

@@ -22,9 +22,8 @@ segmentation head reads, as in the released code.
 
 ``BackboneConfig.features`` for this backbone: ``[root width, CUP head width, decoder width × 4]`` (default
 ``[64, 512, 256, 128, 64, 16]``), optionally followed by the number of bottleneck units of the three ResNet stages
-(default ``3, 4, 9`` = ResNet-50), e.g. ``[8, 32, 16, 16, 8, 8, 1, 1, 1]`` for a tiny test model. The generic default of
-``BackboneConfig.features`` (the UNet's six widths) means "TransUNet defaults". Bottleneck widths follow ResNet: stage
-``i`` has ``width·2^i`` mid channels and ``4·width·2^i`` outputs.
+(default ``3, 4, 9`` = ResNet-50), e.g. ``[8, 32, 16, 16, 8, 8, 1, 1, 1]`` for a tiny test model;
+``features: null`` (the config default) means TransUNet's own widths. Bottleneck widths follow ResNet: stage ``i`` has ``width·2^i`` mid channels and ``4·width·2^i`` outputs.
 
 A one-channel input is repeated to three channels before the root convolution (as TransUNet does), so that the
 ImageNet weights of the root can be loaded unchanged; weight standardisation makes folding them into one channel
@@ -53,11 +52,10 @@ _LN_EPS = 1e-6
 _WS_EPS = 1e-5
 
 
-def parse_features(features: Sequence[int]) -> tuple[int, list[int], tuple[int, int, int]]:
-    """``(root width, [CUP head, decoder ×4], units per ResNet stage)`` from ``BackboneConfig.features``."""
-    f = [int(v) for v in features]
-    if f == BackboneConfig().features:  # the dataclass default is the UNet's: this config did not choose widths
-        f = list(DEFAULT_FEATURES)
+def parse_features(features: Sequence[int] | None) -> tuple[int, list[int], tuple[int, int, int]]:
+    """``(root width, [CUP head, decoder ×4], units per ResNet stage)`` from ``BackboneConfig.features``
+    (None: TransUNet's own widths)."""
+    f = [int(v) for v in (features if features is not None else DEFAULT_FEATURES)]
     if len(f) not in (6, 9) or min(f) < 1:
         raise ValueError(
             "TransUNet features must be [root width, CUP head width, 4 decoder widths] (6 positive integers), "

@@ -9,6 +9,7 @@ from ..config import BackboneConfig
 from .base import BackboneOutput
 
 _ACT = ("LeakyReLU", {"negative_slope": 0.01, "inplace": True})
+DEFAULT_FEATURES = (16, 32, 64, 128, 256, 16)  # the MORSE paper's 2D UNet (PyMIC widths); BasicUNet convention
 
 
 class UNetBackbone(nn.Module):
@@ -23,7 +24,7 @@ class UNetBackbone(nn.Module):
 
     def __init__(self, cfg: BackboneConfig, num_classes: int, spatial_dims: int):
         super().__init__()
-        f = list(cfg.features)
+        f = list(cfg.features or DEFAULT_FEATURES)
         if len(f) != 6:
             raise ValueError("UNet features must list 6 widths: 5 encoder levels and the last decoder stage")
         norm = ("batch", {}) if cfg.norm == "batch" else ("instance", {"affine": True})
