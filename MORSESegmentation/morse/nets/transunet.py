@@ -23,7 +23,8 @@ segmentation head reads, as in the released code.
 ``BackboneConfig.features`` for this backbone: ``[root width, CUP head width, decoder width × 4]`` (default
 ``[64, 512, 256, 128, 64, 16]``), optionally followed by the number of bottleneck units of the three ResNet stages
 (default ``3, 4, 9`` = ResNet-50), e.g. ``[8, 32, 16, 16, 8, 8, 1, 1, 1]`` for a tiny test model;
-``features: null`` (the config default) means TransUNet's own widths. Bottleneck widths follow ResNet: stage ``i`` has ``width·2^i`` mid channels and ``4·width·2^i`` outputs.
+``features: null`` (the config default) means TransUNet's own widths. Bottleneck widths follow ResNet: stage ``i``
+has ``width·2^i`` mid channels and ``4·width·2^i`` outputs.
 
 A one-channel input is repeated to three channels before the root convolution (as TransUNet does), so that the
 ImageNet weights of the root can be loaded unchanged; weight standardisation makes folding them into one channel
