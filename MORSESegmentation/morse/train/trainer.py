@@ -147,6 +147,10 @@ class Trainer:
             else:
                 data_gen.set_state(saved[0])
                 model_gen.set_state(saved[1])
+            # dropout draws from torch's global generator: restore it too, so a resumed run is bit-exact
+            global_state = rank_state(state.get("torch_generator", []), self.dist)
+            if global_state is not None:
+                torch.set_rng_state(global_state)
         net = wrap_model(model, self.device, self.dist)
         sampler = PatchSampler(self.volumes, cfg.data.patch_size, cfg.data.foreground_fraction, data_gen)
         intensity = cfg.preprocessing.intensity
@@ -204,6 +208,7 @@ class Trainer:
     def _checkpoint(self, path, model, optimizer, step, history, data_gen, model_gen) -> None:
         data_states = _gather_states(data_gen.get_state(), self.dist)
         model_states = _gather_states(model_gen.get_state().cpu(), self.dist)
+        torch_states = _gather_states(torch.get_rng_state(), self.dist)
         if self.dist.is_main:
             save_checkpoint(
                 path,
@@ -214,6 +219,7 @@ class Trainer:
                 config=to_dict(self.cfg),
                 data_generator=data_states,
                 model_generator=model_states,
+                torch_generator=torch_states,
             )
         barrier(self.dist)
 
