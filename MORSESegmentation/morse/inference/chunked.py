@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-CHUNK_BYTES = 64 << 20  # float32 working memory per chunk (source slices + resized chunk)
+from . import memory  # memory.CHUNK_BYTES: scratch bytes per chunk, read at call time
 
 
 def _rows_per_chunk(out_depth: int, in_depth: int, plane_values: int, budget: int) -> int:
@@ -40,15 +40,16 @@ def nearest_source(out_size: int, in_size: int) -> np.ndarray:
 
 
 def resize_linear_into(
-    dst: np.ndarray, src: torch.Tensor, clamp: tuple[float, float] | None = None, budget: int = CHUNK_BYTES
+    dst: np.ndarray, src: torch.Tensor, clamp: tuple[float, float] | None = None, budget: int | None = None
 ) -> None:
     """Trilinear resize of ``src (D', H', W')`` float into ``dst (D, H, W)`` float32 (a view is fine), in chunks.
 
-    ``clamp``: optional (low, high) applied to the result.
+    ``clamp``: optional (low, high) applied to the result. ``budget``: bytes of scratch per chunk (default
+    :data:`morse.inference.memory.CHUNK_BYTES`).
     """
     depth, height, width = dst.shape
     i0, i1, lam = linear_source(depth, src.shape[0])
-    step = _rows_per_chunk(depth, src.shape[0], height * width, budget)
+    step = _rows_per_chunk(depth, src.shape[0], height * width, memory.CHUNK_BYTES if budget is None else budget)
     for z0 in range(0, depth, step):
         z1 = min(depth, z0 + step)
         lo, hi = int(i0[z0]), int(i1[z1 - 1]) + 1
@@ -64,11 +65,11 @@ def resize_linear_into(
         dst[z0:z1] = chunk.numpy()
 
 
-def resize_nearest_into(dst: np.ndarray, src: torch.Tensor, budget: int = CHUNK_BYTES) -> None:
+def resize_nearest_into(dst: np.ndarray, src: torch.Tensor, budget: int | None = None) -> None:
     """Nearest-exact resize of an integer map ``src (D', H', W')`` into ``dst (D, H, W)`` (a view is fine)."""
     depth, height, width = dst.shape
     index = nearest_source(depth, src.shape[0])
-    step = _rows_per_chunk(depth, 1, height * width, budget)
+    step = _rows_per_chunk(depth, 1, height * width, memory.CHUNK_BYTES if budget is None else budget)
     for z0 in range(0, depth, step):
         z1 = min(depth, z0 + step)
         planes = src[torch.from_numpy(index[z0:z1])][:, None]
@@ -77,13 +78,19 @@ def resize_nearest_into(dst: np.ndarray, src: torch.Tensor, budget: int = CHUNK_
         dst[z0:z1] = planes[:, 0].to(torch.uint8).numpy()
 
 
-def dominant_expert(gating: np.ndarray, budget: int = CHUNK_BYTES) -> np.ndarray:
-    """``1 + argmax`` over experts of ``gating (N, K, J, I)`` as uint8 (K, J, I), computed a few slices at a time
-    (a whole-volume argmax would allocate 8 bytes per voxel)."""
+def dominant_expert(gating: np.ndarray, budget: int | None = None) -> np.ndarray:
+    """``1 + argmax`` over experts of ``gating (N, K, J, I)`` as uint8 (K, J, I) (the first expert wins ties), a few
+    slices at a time with 6 bytes of scratch per voxel (``np.argmax`` would copy the chunk and return int64)."""
     out = np.empty(gating.shape[1:], np.uint8)
     plane = int(np.prod(gating.shape[2:])) if gating.ndim > 2 else 1
-    step = max(1, budget // max(1, 16 * plane))
+    step = max(1, (memory.CHUNK_BYTES if budget is None else budget) // max(1, 6 * plane))
     for k0 in range(0, out.shape[0], step):
         k1 = min(out.shape[0], k0 + step)
-        np.add(gating[:, k0:k1].argmax(axis=0), 1, out=out[k0:k1], casting="unsafe")
+        best = gating[0, k0:k1].copy()
+        index = out[k0:k1]
+        index[...] = 1
+        for n in range(1, gating.shape[0]):
+            better = gating[n, k0:k1] > best
+            np.copyto(best, gating[n, k0:k1], where=better)
+            index[better] = n + 1
     return out

@@ -8,15 +8,18 @@ Where the memory goes (bytes; V = voxels of the input grid, M = voxels of the pa
   each (with refinement), uncertainty 4 B, gating ``4N`` B plus the dominant-expert map 1 B (per voxel);
 - 2D models: per batch of B slices, the network's activations and point features on the model grid and the logits
   and maps resized to the input slice (streamed: nothing else grows with the number of slices);
-- 3D models: the resampled input on the model grid (``4M``), compact model-grid results (labels 1 B each,
-  uncertainty 4 B, gating ``4N`` B per model voxel), the sliding-window stitching buffers (float32, one channel per
-  class of the refined and of the coarse logits, rectified, N gates, plus one weight map per output) for one slab of
-  the model grid, and the activations of one batch of windows.
+- 3D models, in phases that never overlap (the pipeline frees each phase's arrays before the next allocates):
+  preprocessing (the prepared copy and the input resampled to the model grid, ``4M``); stitching (the resampled
+  input, compact model-grid results — labels 1 B each, uncertainty 4 B, gating ``4N`` B per model voxel — the
+  sliding-window buffers of one slab: float32, one channel per class of the refined and of the coarse logits,
+  rectified, N gates, one weight map per output — and the activations of one batch of windows); resampling (the
+  compact results, the full-resolution outputs and one chunk).
 
-:func:`plan_inference` estimates all of this, logs it, and when it exceeds the memory available it first lowers the
-2D batch size, or splits the 3D stitching into slabs along z; it refuses (:class:`InputError`, with what to turn
-off) only when even one slice or the thinnest slab would not fit. The activation terms are approximations (within
-about a factor of two for the UNet backbones); the volume-sized terms are exact.
+:func:`plan_inference` estimates the peak, logs it, and when it exceeds the memory available it lowers the 2D batch
+size, or splits the 3D stitching into slabs along z; it refuses (:class:`InputError`, with what to turn off) only
+when even one slice or the thinnest slab cannot fit. The activation terms are approximations; measured on the CPU
+with small UNet backbones (``docs/results/robustness.md``) the estimate lies within about ±20 % of the measured peak
+of the process; the volume-sized terms are exact.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 
 BYTES_F32 = 4
+CHUNK_BYTES = 64 << 20  # float32 working memory of one chunk of the 3D resampling (morse.inference.chunked)
 HEADROOM = 0.85  # plan to use at most this fraction of the available memory (the OS, caches, fragmentation)
 MIN_SLAB_FRACTION = 0.5  # the thinnest 3D slab core is this fraction of the window depth
 
@@ -51,33 +55,58 @@ def size_text(n: float) -> str:
 
 @dataclass
 class MemoryEstimate:
-    """Peak host memory of one run, by part (bytes). ``working`` is per batch (2D) or per slab + window batch (3D)."""
+    """Peak host memory of one run, by part (bytes).
+
+    2D runs hold everything at once: ``peak = input + prepared + outputs + working`` (``working`` per batch).
+    3D runs go through phases, and the pipeline frees each phase's arrays before the next allocates its own:
+    preprocessing (``prepared`` + the resampled input ``model_grid``), stitching (``model_grid`` + ``compact`` +
+    ``working``: one slab's buffers and one batch of windows), resampling (``compact`` + ``outputs`` + a chunk);
+    ``peak = input + the largest phase``.
+    """
 
     input: int
     prepared: int
     outputs: int
-    model_grid: int
     working: int
+    model_grid: int = 0
+    compact: int = 0
+    phased: bool = False
     outputs_detail: dict[str, int] = field(default_factory=dict)
 
     @property
+    def phases(self) -> dict[str, int]:
+        """Bytes allocated (besides the input) in each phase of the run."""
+        if not self.phased:
+            return {"inference": self.prepared + self.outputs + self.working}
+        return {
+            "preprocessing": self.prepared + self.model_grid,
+            "stitching": self.model_grid + self.compact + self.working,
+            "resampling": self.compact + self.outputs + min(CHUNK_BYTES, 2 * self.prepared),
+        }
+
+    @property
     def peak(self) -> int:
-        return self.input + self.prepared + self.outputs + self.model_grid + self.working
+        return self.input + max(self.phases.values())
 
     @property
     def to_allocate(self) -> int:
-        """What the run still has to allocate (the input is already in memory)."""
+        """What the run still has to allocate at its peak (the input is already in memory)."""
         return self.peak - self.input
 
     def describe(self) -> str:
-        parts = [
-            ("input", self.input),
-            ("prepared copy", self.prepared),
-            ("full-resolution outputs", self.outputs),
-            ("model grid", self.model_grid),
-            ("working", self.working),
-        ]
-        return f"{size_text(self.peak)} (" + ", ".join(f"{n} {size_text(b)}" for n, b in parts if b) + ")"
+        if not self.phased:
+            parts = [
+                ("input", self.input),
+                ("prepared copy", self.prepared),
+                ("full-resolution outputs", self.outputs),
+                ("working", self.working),
+            ]
+            return f"{size_text(self.peak)} (" + ", ".join(f"{n} {size_text(b)}" for n, b in parts if b) + ")"
+        phases = ", ".join(f"{n} {size_text(b)}" for n, b in self.phases.items())
+        return (
+            f"{size_text(self.peak)} (input {size_text(self.input)} + the largest phase: {phases}; full-resolution "
+            f"outputs {size_text(self.outputs)}, stitching buffers and windows {size_text(self.working)})"
+        )
 
 
 @dataclass
@@ -188,28 +217,35 @@ def estimate(
         per_slice += head_floats_per_slice(model_cfg, slice_cells, refine, gating, gating_stride)
         per_slice += full_slice * (2 * classes + (experts if gating else 0) + 3)  # logits/maps resized to the slice
         working = int(batch_size * per_slice * BYTES_F32)
-        model_grid = 0
-    else:
-        roi = tuple(roi or (96, 96, 96))
-        padded = tuple(max(p, r) for p, r in zip(padded, roi))
-        cells = math.prod(padded)
-        window = math.prod(roi)
-        stitched = classes * (2 if refine else 1) + (1 if refine else 0) + (experts if gating else 0)
-        weight_maps = (3 if refine else 1) + (1 if gating else 0)  # MONAI keeps one weight map per output
-        per_window = window * (act + 2 * stitched + 1) + head_floats_per_slice(
-            model_cfg, window, refine, gating, gating_stride
+        return MemoryEstimate(
+            input=voxels * int(input_itemsize),
+            prepared=voxels * BYTES_F32,
+            outputs=sum(detail.values()),
+            working=working,
+            outputs_detail=detail,
         )
-        depth = padded[0] if slab is None else min(padded[0], slab + roi[0])  # core + margins of roi/2 per side
-        slab_cells = depth * padded[1] * padded[2]
-        working = int((batch_size * per_window + slab_cells * (stitched + weight_maps + classes + 2)) * BYTES_F32)
-        compact = 1 + (2 if refine else 0) + (BYTES_F32 if uncertainty else 0) + (BYTES_F32 * experts if gating else 0)
-        model_grid = int(cells * (2 * BYTES_F32 + compact))  # resampled + padded input, compact results
+    roi = tuple(roi or (96, 96, 96))
+    padded = tuple(max(p, r) for p, r in zip(padded, roi))
+    cells = math.prod(padded)
+    window = math.prod(roi)
+    stitched = classes * (2 if refine else 1) + (1 if refine else 0) + (experts if gating else 0)
+    weight_maps = (3 if refine else 1) + (1 if gating else 0)  # MONAI keeps one weight map per output
+    per_window = window * (act + 2 * stitched + 1) + head_floats_per_slice(
+        model_cfg, window, refine, gating, gating_stride
+    )
+    depth = padded[0] if slab is None else min(padded[0], slab + roi[0])  # core + margins of roi/2 per side
+    slab_cells = depth * padded[1] * padded[2]
+    # stitched channels and weight maps, plus the softmax and top-2 of the coarse logits when reducing a slab
+    working = int((batch_size * per_window + slab_cells * (stitched + weight_maps + classes + 2)) * BYTES_F32)
+    compact = 1 + (2 if refine else 0) + (BYTES_F32 if uncertainty else 0) + (BYTES_F32 * experts if gating else 0)
     return MemoryEstimate(
         input=voxels * int(input_itemsize),
         prepared=voxels * BYTES_F32,
         outputs=sum(detail.values()),
-        model_grid=model_grid,
         working=working,
+        model_grid=cells * BYTES_F32,  # the input resampled to the model grid and padded
+        compact=cells * compact,
+        phased=True,
         outputs_detail=detail,
     )
 
@@ -265,12 +301,12 @@ def plan_inference(
                 f"{batch} slice{'s' if batch > 1 else ''} per batch instead of {batch_size}, to stay within the "
                 f"{size_text(available)} of free memory"
             )
-    elif e.to_allocate > budget:
+    elif e.phases["stitching"] > budget:  # only the stitching phase depends on the slab depth
         roi_z = int((roi or (96, 96, 96))[0])
         thinnest = max(1, int(roi_z * MIN_SLAB_FRACTION))
-        fixed = est(batch, slab=0)  # the working terms that do not depend on the slab depth (slab of margins only)
-        per_slice = max(1, est(batch, slab=1).to_allocate - fixed.to_allocate)
-        slab = int(max(thinnest, (budget - fixed.to_allocate) // per_slice))
+        margins_only = est(batch, slab=0).phases["stitching"]
+        per_slice = max(1, est(batch, slab=1).phases["stitching"] - margins_only)
+        slab = int(max(thinnest, (budget - margins_only) // per_slice))
         e = est(batch, slab)
         messages.append(
             f"the sliding-window results are stitched in slabs of {slab} model slices (z) to stay within the "

@@ -283,15 +283,18 @@ def segment_volume(
     report("preprocessing", 0.0)
     with stage(timings, "preprocess"):
         prep = prepare(volume, ijk_to_ras, pack.preprocessing, spatial_dims)
-    outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty)
     run = _Run(
         net, pack, choice.device, choice.name, refine, gating, stride, plan.batch_size, timings, report, is_cancelled
     )
-    if spatial_dims == 2:
+    if spatial_dims == 2:  # the outputs fill up slice batch by slice batch
+        outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty)
         _run_slices(run, prep, outputs)
-    else:
+    else:  # phases (see morse.inference.memory): the stitching buffers are gone before the outputs are allocated
         run.unit, run.slab = "window", plan.slab
-        _run_volume(run, prep, outputs, roi)
+        maps, size = _run_volume(run, prep, roi, uncertainty)
+        outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty)
+        _resample_to_input(run, maps, size, outputs)
+        del maps
     del prep
     messages += run.summarize_faults()
     report("finishing", 1.0)
@@ -426,17 +429,22 @@ class _ModelGridMaps:
             self.gating[:, rows] = parts[-1][0]
 
 
-def _run_volume(run: _Run, prep: PreparedVolume, out: _Outputs, roi: tuple[int, int, int]) -> None:
+def _run_volume(
+    run: _Run, prep: PreparedVolume, roi: tuple[int, int, int], uncertainty: bool
+) -> tuple[_ModelGridMaps, tuple[int, ...]]:
     """3D model: sliding windows over the volume resized to the model's voxel size, stitched on the CPU (in slabs
-    along z when the plan says so, or after an out-of-memory error), then resampled to the input grid in chunks."""
+    along z when the plan says so, or after an out-of-memory error) and reduced to compact model-grid maps.
+
+    Frees ``prep.image`` once it is resampled. Returns the maps (padded model grid) and the unpadded model size."""
     net = run.net
     overlap = float(run.pack.inference["sw_overlap"])
     with stage(run.timings, "preprocess"):
         x = torch.from_numpy(prep.image)[None, None]
         x = resize(x, prep.model_shape)
         x, size = pad_to_multiple(x, net.size_multiple, minimum=max(roi))
+        prep.image = None  # the input-grid copy is not needed any more (x may still share it when no resize was due)
     depth = int(x.shape[2])
-    maps = _ModelGridMaps(tuple(x.shape[2:]), run.refine, run.gating, net.num_experts, out.uncertainty is not None)
+    maps = _ModelGridMaps(tuple(x.shape[2:]), run.refine, run.gating, net.num_experts, uncertainty)
     slabs = _slabs(depth, run.slab, roi[0])
     windows = {"done": 0, "total": sum(_window_count((b - a, *x.shape[3:]), roi, overlap) for a, _, _, b in slabs)}
 
@@ -478,6 +486,11 @@ def _run_volume(run: _Run, prep: PreparedVolume, out: _Outputs, roi: tuple[int, 
         maps.store(stitched, run.refine, slice(s, e), slice(s - a, e - a))
         del stitched
         i += 1
+    return maps, size
+
+
+def _resample_to_input(run: _Run, maps: _ModelGridMaps, size: tuple[int, ...], out: _Outputs) -> None:
+    """Compact model-grid maps → full-resolution outputs, a chunk of slices at a time (labels nearest, maps linear)."""
     with stage(run.timings, "postprocess"):
         crop_to = tuple(slice(0, n) for n in size)
         resize_nearest_into(out.labels, maps.labels[crop_to])

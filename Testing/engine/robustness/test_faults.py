@@ -181,9 +181,14 @@ def test_memory_plan_splits_3d_stitching_into_slabs(pack3d, monkeypatch):
     whole = memory.estimate(volume.shape, 4, volume.shape, pack.config, **kw)
     slab20 = memory.estimate(volume.shape, 4, volume.shape, pack.config, slab=20, **kw)
     assert slab20.working < whole.working and slab20.outputs == whole.outputs
-    monkeypatch.setattr(memory, "available_memory", lambda: int(slab20.to_allocate / memory.HEADROOM) + 2)
+    assert slab20.phases["resampling"] < slab20.phases["stitching"] < whole.phases["stitching"]
+    available = int(slab20.phases["stitching"] / memory.HEADROOM) + 2
+    monkeypatch.setattr(memory, "available_memory", lambda: available)
     result = segment_volume(volume, m, model=pack, device="cpu")
-    assert result.messages[0].startswith("the sliding-window results are stitched in slabs of 20 model slices (z)")
+    assert result.messages == [
+        f"the sliding-window results are stitched in slabs of 20 model slices (z) to stay within the "
+        f"{memory.size_text(available)} of free memory"
+    ]
 
 
 def test_unavailable_devices_fall_back_visibly():
