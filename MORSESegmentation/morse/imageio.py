@@ -6,6 +6,7 @@ Arrays are KJI; geometry is an IJK→RAS matrix (see :mod:`morse.geometry`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,8 +99,8 @@ def _check_header(path: Path) -> None:
     if min(size) < 1:
         raise InputError(f"{path}: the header declares an empty image ({shown} voxels)")
     declared = float(np.prod(size, dtype=np.float64)) * _pixel_bytes(pixel) * max(1, components)
-    name, on_disk = path.name.lower(), path.stat().st_size
-    holds = on_disk if name.endswith(".nii") else on_disk * _GZIP_MAX_RATIO if name.endswith(".nii.gz") else None
+    on_disk = path.stat().st_size
+    holds = _capacity(path, on_disk)
     if holds is not None and declared > holds:
         raise InputError(
             f"{path}: the header declares {shown} voxels ({_size_text(declared)}) but the file ({on_disk} bytes) "
@@ -112,6 +113,38 @@ def _check_header(path: Path) -> None:
             f"{_size_text(available)} of memory available. Crop or down-sample the volume first (or check the header: "
             f"it may be corrupt)."
         )
+
+
+def _capacity(path: Path, on_disk: int) -> float | None:
+    """Most voxel bytes a single-file image of ``on_disk`` bytes can hold (raw: its size; gzip: its size times the
+    largest deflate ratio), or None when unknown (data in another file, bzip2 or text encodings, other formats)."""
+    name = path.name.lower()
+    if name.endswith(".nii"):
+        return on_disk
+    if name.endswith(".nii.gz"):
+        return on_disk * _GZIP_MAX_RATIO
+    if not name.endswith((".nrrd", ".mha")):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    fields = {}
+    for raw in head.split(b"\n"):
+        line = raw.decode("latin-1").strip()
+        if not line and name.endswith(".nrrd"):
+            break  # the blank line that ends a NRRD header
+        key, sep, value = line.partition("=" if name.endswith(".mha") else ":")
+        if sep:
+            fields[key.strip().lower().replace(" ", "")] = value.strip().lower()
+        if name.endswith(".mha") and key.strip().lower() == "elementdatafile":
+            break  # the last line of a MetaImage header
+    if name.endswith(".nrrd"):
+        if "datafile" in fields:
+            return None
+        encoding = fields.get("encoding", "raw")
+        return on_disk if encoding == "raw" else on_disk * _GZIP_MAX_RATIO if encoding in ("gz", "gzip") else None
+    if fields.get("elementdatafile", "local") != "local":
+        return None
+    return on_disk * _GZIP_MAX_RATIO if fields.get("compresseddata", "false") == "true" else on_disk
 
 
 def _pixel_bytes(pixel: str) -> int:
@@ -176,6 +209,20 @@ def _check_dicom_slices(path: Path, files) -> None:
         )
 
 
+def _itk_detail(text: str, path: Path) -> str:
+    """The informative part of an ITK exception: its ERROR line without object addresses (and with the file name
+    instead of its whole path), plus the innermost reason NRRD's reader gives (e.g. "axis 2 size is zero!")."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    main = next((line for line in lines if "ERROR" in line or "error" in line), lines[0] if lines else "")
+    main = re.sub(r"^(s?itk::|ITK )ERROR:\s*", "", main)
+    main = re.sub(r"\(0x[0-9a-fA-F]+\)", "", main).replace(str(path), path.name)
+    reasons = [line.split(":", 1)[-1].strip() for line in lines if line.startswith("[nrrd]")]
+    reasons = [r for r in reasons if r and not r.startswith("trouble")]
+    if reasons:
+        main = f"{main.rstrip(' :')}: {reasons[-1]}"
+    return re.sub(r"\s+", " ", main).strip(" :")[:300] or "unknown error"
+
+
 def read_image(path: str | Path) -> LoadedImage:
     """Read an image file or DICOM series folder; raises :class:`InputError` with what to do on failure."""
     path = Path(path)
@@ -190,10 +237,8 @@ def read_image(path: str | Path) -> LoadedImage:
     except InputError:
         raise
     except Exception as exc:  # SimpleITK raises RuntimeError with ITK's text for every I/O problem
-        first = str(exc).strip().splitlines()
-        detail = next((line for line in first if "ERROR" in line or "error" in line), first[0] if first else "")
         raise InputError(
-            f"{path}: could not be read as an image ({detail.strip()[:300]}). "
+            f"{path}: could not be read as an image ({_itk_detail(str(exc), path)}). "
             f"Supported: NIfTI (.nii, .nii.gz), NRRD (.nrrd), MetaImage (.mha/.mhd) and DICOM series folders."
         ) from None
 

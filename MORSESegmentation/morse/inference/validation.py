@@ -101,8 +101,8 @@ def validate_volume(volume: np.ndarray, ijk_to_ras: np.ndarray, name: str = "inp
             fill = float(volume[finite].min())
             volume = np.where(finite, volume, volume.dtype.type(fill))
             messages.append(
-                f"{count} NaN/infinite voxel{'s' if count != 1 else ''} ({100 * count / volume.size:.2g} % of the "
-                f"volume) were treated as {fill:g} (the lowest finite value)"
+                f"{count} NaN/infinite voxel{'s were' if count != 1 else ' was'} treated as {fill:g} (the lowest "
+                f"finite value; {100 * count / volume.size:.2g} % of the volume)"
             )
         del finite
     lo, hi = volume.min(), volume.max()

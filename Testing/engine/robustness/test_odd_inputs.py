@@ -78,7 +78,7 @@ def test_partly_nan_volume_is_segmented_like_its_repaired_copy(pack, rings):
     result = segment_volume(image, LPS_1MM, model=pack, device="cpu", **NO_MAPS)
     fill = float(np.nanmin(image))
     assert result.messages == [
-        f"100 NaN/infinite voxels (0.61 % of the volume) were treated as {fill:g} (the lowest finite value)"
+        f"100 NaN/infinite voxels were treated as {fill:g} (the lowest finite value; 0.61 % of the volume)"
     ]
     repaired = segment_volume(np.nan_to_num(image, nan=fill), LPS_1MM, model=pack, device="cpu", **NO_MAPS)
     assert np.array_equal(result.labels, repaired.labels)

@@ -88,17 +88,18 @@ def test_some_nan_and_inf_are_replaced_and_reported():
     out, messages = validate_volume(v, LPS_1MM)
     finite_min = float(np.nanmin(np.where(np.isfinite(v), v, np.nan)))
     assert messages == [
-        f"3 NaN/infinite voxels (9.4 % of the volume) were treated as {finite_min:g} (the lowest finite value)"
+        f"3 NaN/infinite voxels were treated as {finite_min:g} (the lowest finite value; 9.4 % of the volume)"
     ]
     assert np.isfinite(out).all() and out[0, 0, 0] == out[1, 2, 3] == out[1, 3, 3] == np.float32(finite_min)
     assert np.array_equal(out[np.isfinite(v)], v[np.isfinite(v)])
 
 
 def test_float64_beyond_float32_range_counts_as_non_finite():
-    v = np.zeros((2, 4, 4), np.float64)
+    v = np.arange(32, dtype=np.float64).reshape(2, 4, 4)
     v[0, 0, 0] = 1e300  # would become inf in the float32 preprocessing
     out, messages = validate_volume(v, LPS_1MM)
-    assert out[0, 0, 0] == 0.0 and messages[0].startswith("1 NaN/infinite voxel (")
+    assert out[0, 0, 0] == 1.0
+    assert messages == ["1 NaN/infinite voxel was treated as 1 (the lowest finite value; 3.1 % of the volume)"]
 
 
 def test_all_nan_is_refused():
