@@ -46,7 +46,12 @@ def _read_sitk(path: Path):
 
     if path.is_dir():
         reader = sitk.ImageSeriesReader()
-        series = reader.GetGDCMSeriesIDs(str(path))
+        shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK would print "No Series were found" to the console
+        try:
+            series = reader.GetGDCMSeriesIDs(str(path))
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
         if not series:
             raise InputError(f"{path}: a folder with no DICOM series in it; give an image file or a DICOM folder")
         if len(series) > 1:
@@ -200,12 +205,13 @@ def _check_dicom_slices(path: Path, files) -> None:
             f"{path}: {repeated + 1} slices of the DICOM series lie at the same position (two acquisitions, or a "
             f"slice copied twice); put one complete series in the folder"
         )
-    worst = int(np.argmax(np.abs(gaps - step)))
-    if abs(gaps[worst] - step) > 0.1 * step:
+    smallest, widest = float(gaps.min()), int(np.argmax(gaps))
+    if gaps[widest] > 1.1 * smallest:  # a missing slice leaves a gap of twice (or more) the slice distance
         raise InputError(
-            f"{path}: the DICOM slices are not evenly spaced (a gap of {gaps[worst]:.3g} mm after slice {worst + 1} of "
-            f"{len(files)}, {step:.3g} mm elsewhere): missing slices or mixed acquisitions. Give the complete series, "
-            f"or load it in 3D Slicer (which resamples irregular series) and save it as a NRRD or NIfTI volume."
+            f"{path}: the DICOM slices are not evenly spaced (a gap of {gaps[widest]:.3g} mm after slice {widest + 1} "
+            f"of {len(files)}, where the closest slices are {smallest:.3g} mm apart): missing slices or mixed "
+            f"acquisitions. Give the complete series, or load it in 3D Slicer (which resamples irregular series) and "
+            f"save it as a NRRD or NIfTI volume."
         )
 
 

@@ -211,6 +211,7 @@ def segment_volume(
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    name: str = "input",
 ) -> SegmentationResult:
     """Segment ``volume (K, J, I)`` with IJK→RAS ``ijk_to_ras (4, 4)``.
 
@@ -225,6 +226,7 @@ def segment_volume(
             when the memory estimate or an out-of-memory error requires it.
         progress: called as ``progress(stage_name, fraction)`` with fraction in [0, 1].
         cancel: polled between batches; returning True raises :class:`CancelledError`.
+        name: what messages call the volume (``morse segment`` passes the file name).
 
     Returns:
         :class:`SegmentationResult` with every array on the input's grid (KJI) and the same ``ijk_to_ras``;
@@ -239,7 +241,7 @@ def segment_volume(
     t_start = time.perf_counter()
     report = progress or (lambda _stage, _fraction: None)
     is_cancelled = cancel or (lambda: False)
-    volume, messages = validate_volume(volume, ijk_to_ras)
+    volume, messages = validate_volume(volume, ijk_to_ras, name=name)
     pack = model if isinstance(model, ModelPack) else load_model_pack(model)
     in_channels = int(pack.config.backbone.in_channels)
     if in_channels != 1:
@@ -248,8 +250,8 @@ def segment_volume(
             f"sequences), but MORSE gives it one volume. Use a model trained on single images."
         )
     spatial_dims = pack.config.spatial_dims
-    messages += check_intensities(volume, pack.preprocessing.intensity)
-    grid = check_model_grid(volume.shape, ijk_to_ras, pack.preprocessing, spatial_dims)
+    messages += check_intensities(volume, pack.preprocessing.intensity, name=name)
+    grid = check_model_grid(volume.shape, ijk_to_ras, pack.preprocessing, spatial_dims, name=name)
     messages += grid.messages
     choice = resolve_device(device, spatial_dims)
     if choice.message:
@@ -278,6 +280,7 @@ def segment_volume(
         roi=roi,
         size_multiple=net.size_multiple,
         num_experts=net.num_experts,
+        name=name,
     )
     messages += plan.messages
     report("preprocessing", 0.0)

@@ -51,6 +51,7 @@ def run(args) -> int:
                 uncertainty=args.uncertainty,
                 gating_stride=args.gating_stride,
                 progress=_progress_printer(name),
+                name=str(path),
             )
             out = write_case(out_root / name, result, image.array, str(path), overwrite=args.overwrite)
         except MorseError as exc:

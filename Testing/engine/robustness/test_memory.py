@@ -71,7 +71,7 @@ def test_volume_sized_terms_are_exact():
 
 
 _PEAK_SCRIPT = r"""
-import json, resource, sys, tempfile
+import json, sys, tempfile
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
@@ -88,20 +88,33 @@ pack = load_model_pack(save_model_pack(Path(tempfile.mkdtemp()) / "p", MorseMode
                                        model_id="t", version="0.0.1", preprocessing=pre, labels=LABELS))
 ras = np.diag([1.0, 1.0, 1.0, 1.0])  # RAS storage: the outputs are written through flipped views
 memory.CHUNK_BYTES = 1 << 20  # chunked steps cost a constant, not a share of this small volume
-peaks = []
+
+
+def rss_kib(field):
+    for line in open("/proc/self/status", encoding="ascii"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+
+growth = []
 for depth in (2, 50, 300):  # the first run is a warm-up (network built, kernels loaded)
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident size
+    before = rss_kib("VmRSS")
     volume = np.random.default_rng(0).random((depth, 48, 48), dtype=np.float32)
     result = pipeline.segment_volume(volume, ras, model=pack, device="cpu", batch_size=4)
+    growth.append((rss_kib("VmHWM") - before) * 1024)
     del volume, result
-    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-print(json.dumps({"bytes_per_voxel": (peaks[2] - peaks[1]) / (250 * 48 * 48)}))
+print(json.dumps({"bytes_per_voxel": (growth[2] - growth[1]) / (250 * 48 * 48)}))
 """
 
 
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable peak RSS")
 def test_peak_memory_grows_only_by_the_input_and_outputs(tmp_path):
     """The peak of a run grows with the number of slices by exactly the volume-sized arrays of the estimate: the
     input (4 bytes per voxel, float32), its prepared copy (4) and the outputs (28 with every map). Measured as the
-    growth of the process's peak from 50 to 300 slices of 48², so per-batch costs cancel. A reoriented copy of the
+    difference between the peak growth (Linux VmHWM, reset before each run) of runs on 50 and on 300 slices of 48²,
+    so per-batch costs cancel. A reoriented copy of the
     gating maps (+20), a whole-volume argmax (+8) or a float copy of the labels (+4) would break the bound."""
     engine_tests = str(Path(__file__).resolve().parents[1])
     # glibc returns every block of 64 KiB or more to the system when freed (no heap growth from per-batch blocks)
@@ -115,4 +128,4 @@ def test_peak_memory_grows_only_by_the_input_and_outputs(tmp_path):
     expected = e.input + e.prepared + e.outputs  # per voxel: one slice of 48² voxels → divide
     expected /= 48 * 48
     assert expected == 36
-    assert 0.9 * expected <= per_voxel <= 1.05 * expected, per_voxel
+    assert 0.8 * expected <= per_voxel <= 1.05 * expected, per_voxel

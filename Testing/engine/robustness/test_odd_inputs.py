@@ -125,3 +125,18 @@ def test_3d_model_on_a_strongly_anisotropic_volume(pack3d):
         "voxel size 10 mm along the slice (z) axis is resampled to the model's 2 mm (5× finer): segmentation quality "
         "may suffer"
     ]
+
+
+def test_segment_command_names_the_file_in_notes_and_errors(trained_rings, tmp_path, capsys):
+    import SimpleITK as sitk  # noqa: N813
+    from morse.cli import main
+
+    model = ["--model", str(trained_rings[1]), "--device", "cpu"]
+    blank = tmp_path / "blank.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((2, 32, 32), 0.1, np.float32)), str(blank))
+    assert main(["segment", str(blank), "-o", str(tmp_path / "out"), *model]) == 0
+    assert "note: every voxel has the same value (0.1): there is nothing to segment" in capsys.readouterr().out
+    colour = tmp_path / "colour.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 8, 8, 3), np.uint8), isVector=True), str(colour))
+    assert main(["segment", str(colour), "-o", str(tmp_path / "out"), *model]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {colour}: 3 values per voxel (array of shape (2, 8, 8, 3)")

@@ -158,9 +158,9 @@ def test_dicom_series_complete_missing_or_repeated_slices(tmp_path, dicom_series
     with pytest.raises(InputError) as err:
         read_image(gap)
     assert str(err.value) == (
-        f"{gap}: the DICOM slices are not evenly spaced (a gap of 5 mm after slice 3 of 5, 2.5 mm elsewhere): missing "
-        f"slices or mixed acquisitions. Give the complete series, or load it in 3D Slicer (which resamples irregular "
-        f"series) and save it as a NRRD or NIfTI volume."
+        f"{gap}: the DICOM slices are not evenly spaced (a gap of 5 mm after slice 3 of 5, where the closest slices "
+        f"are 2.5 mm apart): missing slices or mixed acquisitions. Give the complete series, or load it in 3D Slicer "
+        f"(which resamples irregular series) and save it as a NRRD or NIfTI volume."
     )
     twice = dicom_series(tmp_path / "twice", image[[0, 1, 1, 2]], [0.0, 2.5, 2.5, 5.0])
     with pytest.raises(InputError, match="2 slices of the DICOM series lie at the same position"):
