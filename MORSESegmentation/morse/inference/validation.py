@@ -91,7 +91,8 @@ def validate_volume(volume: np.ndarray, ijk_to_ras: np.ndarray, name: str = "inp
     if np.issubdtype(volume.dtype, np.floating):
         finite = np.isfinite(volume)
         if volume.dtype.itemsize > 4:  # float64/longdouble values that float32 preprocessing would turn into inf
-            finite &= np.abs(volume) <= _FLOAT32_MAX
+            finite &= volume <= _FLOAT32_MAX  # two comparisons: 1-byte temporaries, not an 8-byte np.abs copy
+            finite &= volume >= -_FLOAT32_MAX
         if not finite.all():
             count = int(volume.size - np.count_nonzero(finite))
             if not finite.any():

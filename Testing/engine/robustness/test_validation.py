@@ -96,9 +96,12 @@ def test_some_nan_and_inf_are_replaced_and_reported():
 
 def test_float64_beyond_float32_range_counts_as_non_finite():
     v = np.arange(32, dtype=np.float64).reshape(2, 4, 4)
-    v[0, 0, 0] = 1e300  # would become inf in the float32 preprocessing
+    v[0, 0, 0], v[1, 3, 3] = 1e300, -1e300  # would become ±inf in the float32 preprocessing
     out, messages = validate_volume(v, LPS_1MM)
-    assert out[0, 0, 0] == 1.0
+    assert out[0, 0, 0] == out[1, 3, 3] == 1.0
+    assert messages == ["2 NaN/infinite voxels were treated as 1 (the lowest finite value; 6.2 % of the volume)"]
+    v[1, 3, 3] = 31.0
+    _, messages = validate_volume(v, LPS_1MM)
     assert messages == ["1 NaN/infinite voxel was treated as 1 (the lowest finite value; 3.1 % of the volume)"]
 
 
