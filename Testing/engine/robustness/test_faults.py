@@ -221,3 +221,31 @@ def test_model_with_two_input_channels_is_refused_for_a_single_volume(trained_ri
         f"{pack_dir}: the model takes 2 input channels (several images per case, e.g. MR sequences), but MORSE gives "
         f"it one volume. Use a model trained on single images."
     )
+
+
+def test_out_of_memory_errors_are_recognised_on_every_device():
+    assert pipeline_module.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB"))
+    assert pipeline_module.is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"))
+    assert pipeline_module.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
+    assert pipeline_module.is_out_of_memory(MemoryError())
+    assert not pipeline_module.is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not pipeline_module.is_out_of_memory(ValueError("out of memory"))
+
+
+def test_3d_stitching_keeps_only_the_channels_asked_for(pack3d, monkeypatch):
+    """Stitched outputs (float32 on the model grid): refined + coarse logits, rectified mask and gates with every
+    option; only the coarse logits when refinement and gating maps are off."""
+    volume = np.random.default_rng(5).random((36, 36, 36)).astype(np.float32)
+    real_window = pipeline_module._sliding_window
+    channels = []
+
+    def recording(*args):
+        out = real_window(*args)
+        channels.append([int(t.shape[1]) for t in out])
+        return out
+
+    monkeypatch.setattr(pipeline_module, "_sliding_window", recording)
+    m = np.diag([-2.0, -2.0, 2.0, 1.0])
+    segment_volume(volume, m, model=pack3d, device="cpu")
+    segment_volume(volume, m, model=pack3d, device="cpu", refine=False, gating=False, uncertainty=False)
+    assert channels == [[3, 3, 1, 3], [3]]
