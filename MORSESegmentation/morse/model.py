@@ -159,7 +159,9 @@ class MorseModel(nn.Module):
             rectified = flat.reshape(rectified.shape)
         return current, rectified
 
-    def gate_map(self, experts: list[Tensor], size: tuple[int, ...], stride: int, prepared: list | None = None) -> Tensor:
+    def gate_map(
+        self, experts: list[Tensor], size: tuple[int, ...], stride: int, prepared: list | None = None
+    ) -> Tensor:
         """Gate weights ``(B, N, *ceil(S/stride))`` at the centres of ``stride``-sized super-cells (point evaluator)."""
         coords, grid_shape = grid_coords(size, stride, device=experts[0].device)
         coords = coords.expand(experts[0].shape[0], -1, -1)

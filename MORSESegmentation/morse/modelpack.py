@@ -26,7 +26,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 from .config import IntensityConfig, ModelConfig, PreprocessingConfig, from_dict, to_dict
 from .errors import ConfigError, ModelPackError
 from .inference.result import LabelInfo
+from .staging import publish_permissions, staging_dir
 
 SCHEMA_VERSION = 1
 DEFAULT_MODEL_ID = "abdomen-ct-morse2d"
@@ -337,7 +337,7 @@ def save_model_pack(
     if not _SEMVER.match(version):
         raise ModelPackError(f"version {version!r} is not MAJOR.MINOR.PATCH")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = staging_dir(out_dir)
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         weights = tmp / "model.safetensors"
@@ -366,6 +366,7 @@ def save_model_pack(
             "weights": {"file": "model.safetensors", "sha256": sha256_file(weights), "format": "safetensors"},
         }
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        publish_permissions(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -12,10 +12,10 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from ..modelpack import DEFAULT_MODEL_ID, models_dir, sha256_file
+from ..staging import publish_permissions, staging_dir
 from .runs import Job, evaluate_job, hardware, run_jobs
 
 REPO = Path(__file__).resolve().parents[3]
@@ -64,9 +64,10 @@ def install(job: Job, report: dict, target: Path) -> Path:
     meta["training"]["hardware_description"] = hardware()
     meta["training"]["command"] = "make default-model"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    shutil.copy2(weights, tmp / "model.safetensors")
+    tmp = staging_dir(target)
+    shutil.copyfile(weights, tmp / "model.safetensors")
     (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    publish_permissions(tmp)
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from ..errors import OutputError
 from ..geometry import AxisReorder, spacing_ijk
 from ..imageio import write_image
+from ..staging import publish_permissions, staging_dir
 from .result import LabelInfo, SegmentationResult
 
 OUTPUT_FILES = (
@@ -166,10 +166,7 @@ def write_case(
     """Write every output of one case into ``out_dir`` atomically (temporary folder, then rename)."""
     out_dir = Path(out_dir)
     check_writable(out_dir, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the final folder should get the user's usual permissions
+    tmp = staging_dir(out_dir)
     try:
         m = result.ijk_to_ras
         write_image(tmp / "segmentation.nii.gz", result.labels, m)
@@ -184,6 +181,7 @@ def write_case(
             write_image(tmp / "rectified.nii.gz", result.rectified.astype(np.uint8), m)
         write_preview(tmp / "preview.png", image, result)
         (tmp / "summary.json").write_text(json.dumps(summary(result, input_path), indent=2) + "\n", encoding="utf-8")
+        publish_permissions(tmp)
         if out_dir.exists():  # only reached with overwrite: swap in the complete new folder, then drop the old one
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             try:

@@ -81,3 +81,20 @@ def test_unreadable_input_and_pickle_model_fail_cleanly(trained_rings, tmp_path,
     assert main(["segment", str(bogus), "-o", str(tmp_path / "o"), "--model", str(evil)]) == 2
     assert "pickle" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_outputs_and_packs_get_ordinary_permissions(trained_rings, ct_file, tmp_path):
+    import os
+    import stat
+
+    _, pack = trained_rings
+    path, _, _ = ct_file
+    old = os.umask(0o022)
+    try:
+        main(["segment", str(path), "-o", str(tmp_path / "o"), "--model", str(pack), "--no-gating"])
+    finally:
+        os.umask(old)
+    case = tmp_path / "o" / "case01"
+    assert stat.S_IMODE(case.stat().st_mode) == 0o755  # not mkdtemp's private 0700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in case.iterdir()} == {0o644}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in pack.iterdir()} == {0o644}
