@@ -24,9 +24,7 @@ README_URL = "https://github.com/morse-seg/SlicerMORSE#using-morse-in-3d-slicer"
 
 
 class MORSESegmentation(ScriptedLoadableModule):
-    """Module metadata. Uses ScriptedLoadableModule base class, available at:
-    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
-    """
+    """Module metadata: title, category, help and acknowledgement shown by Slicer."""
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
@@ -85,10 +83,7 @@ def registerSampleData():
 
 
 class MORSESegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Module panel. The behaviour lives in :class:`MORSESegmentationLib.widget.MORSESegmentationPanel`.
-    Uses ScriptedLoadableModuleWidget base class, available at:
-    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
-    """
+    """Module panel. The behaviour lives in :class:`MORSESegmentationLib.widget.MORSESegmentationPanel`."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -168,24 +163,23 @@ class MORSESegmentationLogic(ScriptedLoadableModuleLogic, SegmentationLogic):
 
 
 class MORSESegmentationTest(ScriptedLoadableModuleTest):
-    """Self-test: the default model on the sample CT, checked against the sample's reference organ labels.
-    Uses ScriptedLoadableModuleTest base class, available at:
-    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
-    """
+    """Self-test: the default model on the sample CT, checked against the sample's reference organ labels."""
 
-    # Minimum Dice of the default model on the sample CT (subject C, never used in training) against its reference
-    # labels, per organ present in the reference. A glue error (swapped axes, a lost flip, a wrong matrix) drops
-    # them towards 0 (a liver mirrored left-right scores below 0.3). They sit well below what a trained model scores
-    # so that CPU/GPU numeric differences never matter; an early training checkpoint (250 of 3000 iterations)
-    # already reaches 0.76 on the liver. Pancreas is left out: too variable on a one-subject demonstration model.
-    MINIMUM_DICE: ClassVar[dict[str, float]] = {"liver": 0.75, "spleen": 0.50, "aorta": 0.40, "stomach": 0.35}
+    # The Dice of each organ on the sample CT (subject C, never used in training) must come within TOLERANCE of the
+    # value recorded in the model pack's evaluation (model.json "metrics", computed by the engine outside Slicer):
+    # a glue error (swapped axes, a lost flip, a wrong matrix) drops it far below (a liver mirrored left-right scores
+    # below 0.3), while CPU/GPU numeric differences move it by far less than the tolerance. Organs the model gets
+    # poorly on this case (recorded Dice below GATE_FROM) are logged, not gated: on a one-subject demonstration model
+    # their values say more about the training data than about the module.
+    TOLERANCE: ClassVar[float] = 0.05
+    GATE_FROM: ClassVar[float] = 0.5
 
     def setUp(self):
         """Each test starts from an empty scene."""
         slicer.mrmlScene.Clear(0)
 
     def runTest(self):
-        """Run as few or as many tests as needed here."""
+        """Every test of the module, each on an empty scene."""
         self.setUp()
         self.test_MORSESegmentationSampleCT()
         self.setUp()
@@ -227,13 +221,18 @@ class MORSESegmentationTest(ScriptedLoadableModuleTest):
             self.assertEqual(tuple(shape), tuple(inputShape), node.GetName())
 
         reference = read_image(case_label_path(sampleData.SAMPLE_CASE)).array
-        for organ, minimum in self.MINIMUM_DICE.items():
+        recorded = pack.meta["metrics"]["refined"]["per_organ"]
+        gated = [organ for organ, m in recorded.items() if m["dsc"] is not None and m["dsc"] >= self.GATE_FROM]
+        self.assertGreaterEqual(len(gated), 3, f"too few well-segmented organs recorded in model.json: {recorded}")
+        for organ, metrics in recorded.items():
             value = next(label.value for label in pack.labels if label.name == organ)
             predicted = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentation, organ, volume) > 0
             truth = reference == value
             dice = 2.0 * np.logical_and(predicted, truth).sum() / max(1, predicted.sum() + truth.sum())
-            logging.info(f"MORSE self-test: {organ} Dice {dice:.3f} (minimum {minimum})")
-            self.assertGreaterEqual(dice, minimum, f"{organ}: Dice {dice:.3f} < {minimum}")
+            logging.info(f"MORSE self-test: {organ} Dice {dice:.3f} (model.json: {metrics['dsc']:.3f})")
+            if organ in gated:
+                minimum = metrics["dsc"] - self.TOLERANCE
+                self.assertGreaterEqual(dice, minimum, f"{organ}: Dice {dice:.3f} < {minimum:.3f}")
         self.delayDisplay("Test passed")
 
     def test_MORSESegmentationNoInput(self):
