@@ -276,23 +276,34 @@ def _python_executable() -> str:
 
 
 def _pip_download(source: Source, dest: Path, root: Path) -> None:
-    cmd = [
-        _python_executable(),
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "--no-input",
-        "--progress-bar",
-        "off",
-        "-d",
-        str(dest),
-        *source.pip_args,
-        source.requirement,
-    ]
+    forms = source.download_forms()
     log.info("downloading %s from PyPI (%.0f MB)...", source.requirement, source.size_mb)
-    _run_download(cmd, source, root, "pip download")
+    for k, (requirement, pip_args) in enumerate(forms):
+        cmd = [
+            _python_executable(),
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+            "-d",
+            str(dest),
+            *pip_args,
+            requirement,
+        ]
+        try:
+            _run_download(cmd, source, root, "pip download")
+            return
+        except FetchUnavailableError as exc:
+            if k == len(forms) - 1:
+                raise
+            log.info("pip download as %r did not work; trying %r", requirement, forms[k + 1][0])
+            log.debug("%s", exc)
+            for partial in dest.iterdir():
+                partial.unlink()
 
 
 def _apt_download(source: Source, dest: Path, root: Path) -> None:

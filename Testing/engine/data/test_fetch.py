@@ -219,7 +219,47 @@ def test_source_table_is_pinned():
         assert len(src.sha256) == 64 and int(src.sha256, 16) >= 0
         assert "==" in src.requirement or src.kind == "apt"
     assert SOURCES["totalsegmentator"].pip_args == ("--no-binary", "totalsegmentator")
-    assert "--use-deprecated=legacy-resolver" in SOURCES["pyradiomics"].pip_args
+    forms = SOURCES["pyradiomics"].download_forms()
+    # The direct reference pins the very file by hash; the pinned name with the legacy resolver is the fallback.
+    assert forms[0][0].startswith("pyradiomics @ https://") and forms[0][0].endswith(
+        "/pyradiomics-3.1.0.tar.gz#sha256=" + SOURCES["pyradiomics"].sha256
+    )
+    assert forms[1] == ("pyradiomics==3.1.0", ("--use-deprecated=legacy-resolver",))
+    assert SOURCES["slicerio"].download_forms() == (("slicerio==1.4.0", ()),)
+
+
+def test_a_failing_pip_form_falls_back_to_the_next(tmp_path, monkeypatch):
+    """The first form fails (as the legacy resolver does on newer pip), its partial file is removed, the next works."""
+    archive = _make_sdist(tmp_path / "pkg-1.0.tar.gz")
+    payload = archive.read_bytes()
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd[cmd.index("-d") + 2 :])
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / "pkg-1.0.tar.gz").write_bytes(payload if len(calls) == 2 else b"partial")
+        if len(calls) == 1:
+            return types.SimpleNamespace(returncode=2, stderr="AssertionError", stdout="")
+        return types.SimpleNamespace(returncode=0, stderr="", stdout="")
+
+    monkeypatch.setattr(fetch_mod, "_python_executable", lambda: sys.executable)
+    monkeypatch.setattr(fetch_mod.subprocess, "run", fake_run)
+    forms = (("pkg==1.0", ("--use-deprecated=legacy-resolver",)), ("pkg @ https://example.invalid/pkg-1.0.tar.gz", ()))
+    target = fetch_source(_source(_sha(archive), pip_forms=forms), root=tmp_path / "root")
+    assert calls == [["--use-deprecated=legacy-resolver", "pkg==1.0"], ["pkg @ https://example.invalid/pkg-1.0.tar.gz"]]
+    assert (target / "data" / "a.txt").read_text() == "alpha"
+
+
+def test_when_every_pip_form_fails_the_error_is_the_last_ones(tmp_path, monkeypatch):
+    tails = iter(["first reason", "second reason"])
+    monkeypatch.setattr(fetch_mod, "_python_executable", lambda: sys.executable)
+    monkeypatch.setattr(
+        fetch_mod.subprocess, "run", lambda *a, **k: types.SimpleNamespace(returncode=1, stderr=next(tails), stdout="")
+    )
+    forms = (("pkg==1.0", ()), ("pkg @ https://example.invalid/pkg-1.0.tar.gz", ()))
+    with pytest.raises(FetchUnavailableError, match="second reason") as info:
+        fetch_source(_source("0" * 64, pip_forms=forms), root=tmp_path / "root")
+    assert "first reason" not in str(info.value)
 
 
 def test_unknown_source_name():
