@@ -162,7 +162,14 @@ class MorseModel(nn.Module):
     def gate_map(
         self, experts: list[Tensor], size: tuple[int, ...], stride: int, prepared: list | None = None
     ) -> Tensor:
-        """Gate weights ``(B, N, *ceil(S/stride))`` at the centres of ``stride``-sized super-cells (point evaluator)."""
+        """Gate weights ``(B, N, *ceil(S/stride))`` at the centres of ``stride``-sized super-cells (point evaluator).
+
+        When ``stride`` divides the grid, the centres are exactly where ``interpolate(align_corners=False)`` samples a
+        ``S/stride`` grid, so the experts are interpolated with the dense kernels instead of per-point gathers (same
+        values, several times faster); otherwise every centre goes through the point evaluator.
+        """
+        if self.features.sparse_exact and all(s % stride == 0 for s in size):
+            return self.features.gate_weights_on_grid(experts, tuple(s // stride for s in size))
         coords, grid_shape = grid_coords(size, stride, device=experts[0].device)
         coords = coords.expand(experts[0].shape[0], -1, -1)
         if prepared is not None and any(not native for _, _, native in prepared):

@@ -186,6 +186,26 @@ class SMoE(nn.Module):
         fused, weights = self._mix_points(self._point_features(experts, coords, prepared))
         return self._fuse(fused), weights
 
+    def gate_weights_on_grid(self, experts: list[Tensor], grid: tuple[int, ...]) -> Tensor | None:
+        """Gate weights ``(B, N, *grid)`` at the cell centres of a ``grid`` covering the target extent.
+
+        Each expert's MLP body runs on its native map, the result is resized to ``grid`` (bi/trilinear,
+        align_corners=False: the same interpolation as the point evaluator), the affine last layer and the gate run
+        per grid cell. Point-wise gating only.
+        """
+        if self.cfg.kind == "plain":
+            return None
+        if not self.sparse_exact:
+            raise ValueError("gate_weights_on_grid needs point-wise gating")
+        feats = []
+        for k, expert in enumerate(experts):
+            body, last = self.experts[k].split_affine_tail()
+            native = body(cells(expert))  # (B, N_k, d')
+            native = native.transpose(1, 2).reshape(expert.shape[0], native.shape[-1], *expert.shape[2:])
+            feats.append(last(cells(upsample_like(native, grid))))
+        weights = self._mix_points(feats)[1]  # (B, G, N)
+        return weights.transpose(1, 2).reshape(weights.shape[0], weights.shape[2], *grid)
+
     def gate_weights_at_points(
         self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...], prepared: list | None = None
     ) -> Tensor | None:

@@ -105,3 +105,21 @@ def test_gate_map_at_stride_one_equals_dense_weights():
     assert torch.allclose(grid, dense_w, atol=1e-5)
     assert strided.shape == (1, 5, 8, 8)
     assert torch.allclose(strided.sum(1), torch.ones(1, 8, 8), atol=1e-5)
+
+
+def test_gate_map_on_a_divisible_grid_equals_the_point_evaluator():
+    from morse.heads.point_ops import grid_coords
+
+    torch.manual_seed(3)
+    for dims, shape in ((2, (2, 1, 32, 48)), (3, (1, 1, 16, 16, 32))):
+        model = _model(dims, test_points=50, steps=1)
+        out = model.backbone(torch.randn(shape))
+        size = tuple(out.logits.shape[2:])
+        for stride in (2, 4):
+            with torch.no_grad():
+                fast = model.gate_map(out.experts, size, stride)
+                coords, grid = grid_coords(size, stride)
+                pts = model.features.gate_weights_at_points(out.experts, coords.expand(shape[0], -1, -1), size)
+            slow = pts.transpose(1, 2).reshape(shape[0], -1, *grid)
+            assert fast.shape == slow.shape
+            assert (fast - slow).abs().max() <= 1e-5
