@@ -22,7 +22,9 @@ from .heads.point_ops import (
     most_uncertain_indices,
     sample_points,
     scatter_cells,
+    scatter_cells_,
     select_training_points,
+    uncertainty,
 )
 from .heads.smoe import SMoE
 from .nets import build_backbone
@@ -133,13 +135,19 @@ class MorseModel(nn.Module):
         size = tuple(coarse.shape[2:])
         current = coarse
         rectified = torch.zeros(coarse.shape[0], *size, dtype=torch.bool, device=coarse.device)
+        scores = None  # uncertainty of `current` per cell, kept up to date on a fixed grid
         for _ in range(pc.subdivision_steps):
             if pc.upsample:
                 size = tuple(2 * s for s in current.shape[2:])
                 mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
                 current = F.interpolate(current, size=size, mode=mode, align_corners=False)
                 rectified = F.interpolate(rectified[:, None].float(), size=size, mode="nearest")[:, 0] > 0
-            idx = most_uncertain_indices(current, pc.test_points)
+                idx = most_uncertain_indices(current, pc.test_points)
+            else:
+                if scores is None:
+                    scores = uncertainty(current).flatten(1)
+                    current = current.clone()  # one copy, then updated in place round after round
+                idx = scores.topk(min(pc.test_points, scores.shape[1]), dim=1).indices
             if not pc.upsample:
                 # On a fixed grid a cell chosen again would get exactly the value it already has (same centre, same
                 # features, same original coarse logits): evaluate only the newly chosen cells.
@@ -153,7 +161,13 @@ class MorseModel(nn.Module):
             else:
                 coarse_pts = sample_points(coarse, coords)
             point_logits = self.head(fine, coarse_pts, coords)
-            current = scatter_cells(current, idx, point_logits)
+            current = (
+                scatter_cells(current, idx, point_logits)
+                if scores is None
+                else scatter_cells_(current, idx, point_logits)
+            )
+            if scores is not None:  # only the re-predicted cells changed: the same top-2 on their new logits
+                scores.scatter_(1, idx, uncertainty(point_logits.to(current.dtype), dim=-1))
             flat = rectified.reshape(rectified.shape[0], -1).clone()
             flat.scatter_(1, idx, True)
             rectified = flat.reshape(rectified.shape)
@@ -169,7 +183,7 @@ class MorseModel(nn.Module):
         values, several times faster); otherwise every centre goes through the point evaluator.
         """
         if self.features.sparse_exact and all(s % stride == 0 for s in size):
-            return self.features.gate_weights_on_grid(experts, tuple(s // stride for s in size))
+            return self.features.gate_weights_on_grid(experts, tuple(s // stride for s in size), prepared)
         coords, grid_shape = grid_coords(size, stride, device=experts[0].device)
         coords = coords.expand(experts[0].shape[0], -1, -1)
         if prepared is not None and any(not native for _, _, native in prepared):

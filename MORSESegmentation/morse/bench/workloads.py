@@ -55,7 +55,7 @@ def bench_ct(cache_dir: Path) -> Path:
 def whole_volume(path: str, model: str, mode: str, repeats: int) -> dict:
     """Whole-volume inference timings (median over ``repeats`` after a warm-up) for ``mode`` in
     ``backbone`` (coarse only), ``refined`` (rendering head), ``full`` (refined, gating maps at stride 2,
-    uncertainty)."""
+    uncertainty, stored as uint8 as the Slicer module receives them), ``full_float`` (the same as float32 arrays)."""
     from ..imageio import read_image
     from ..inference.pipeline import segment_volume
     from ..modelpack import load_model_pack
@@ -65,7 +65,8 @@ def whole_volume(path: str, model: str, mode: str, repeats: int) -> dict:
     options = {
         "backbone": dict(refine=False, gating=False, uncertainty=False),
         "refined": dict(refine=True, gating=False, uncertainty=False),
-        "full": dict(refine=True, gating=True, uncertainty=True, gating_stride=2),
+        "full": dict(refine=True, gating=True, uncertainty=True, gating_stride=2, maps_uint8=True),
+        "full_float": dict(refine=True, gating=True, uncertainty=True, gating_stride=2),
     }[mode]
     segment_volume(image.array[:8], image.ijk_to_ras, model=pack, device="cpu", **options)  # warm-up
     times, stages = [], []

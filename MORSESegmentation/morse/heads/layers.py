@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -64,9 +65,12 @@ class SplitLinear(nn.Module):
     def forward(self, inputs: list[Tensor]) -> Tensor:
         lead = inputs[0].shape[:-1]
         out = self.parts[0](inputs[0]).reshape(-1, self.parts[0].out_features)
+        # accumulate with a fused multiply-add; without autograd straight into ``out`` (out-of-place addmm copies
+        # its accumulator on every call, a full (rows, out) copy per part)
+        in_place = not torch.is_grad_enabled()
         for layer, x in zip(self.parts[1:], inputs[1:]):
-            # accumulate in place with a fused multiply-add (no temporary per part); autograd supports it
-            out = out.addmm(x.reshape(-1, x.shape[-1]).to(out.dtype), layer.weight.t().to(out.dtype))
+            rows, weight = x.reshape(-1, x.shape[-1]).to(out.dtype), layer.weight.t().to(out.dtype)
+            out = out.addmm_(rows, weight) if in_place else out.addmm(rows, weight)
         return out.reshape(*lead, -1)
 
 

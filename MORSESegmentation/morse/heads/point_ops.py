@@ -140,18 +140,38 @@ def indices_to_coords(indices: Tensor, spatial_shape: tuple[int, ...]) -> Tensor
     return torch.stack(coords, dim=-1)
 
 
+def _is_channels_last(feature: Tensor) -> bool:
+    fmt = torch.channels_last if feature.dim() == 4 else torch.channels_last_3d if feature.dim() == 5 else None
+    return fmt is not None and feature.shape[1] > 1 and feature.is_contiguous(memory_format=fmt)
+
+
 def gather_cells(feature: Tensor, indices: Tensor) -> Tensor:
     """Values ``(B, N, C)`` (channels-last) of ``feature (B, C, *S)`` at flat indices ``(B, N)``."""
+    if _is_channels_last(feature):  # its cells are already rows: gather rows, no transposed copy of the map
+        return take_rows(cells(feature), indices)
     b, c = feature.shape[:2]
     return feature.reshape(b, c, -1).gather(2, indices.unsqueeze(1).expand(-1, c, -1)).transpose(1, 2)
 
 
 def scatter_cells(feature: Tensor, indices: Tensor, values: Tensor) -> Tensor:
-    """Copy of ``feature (B, C, *S)`` whose cells at flat ``indices (B, N)`` are replaced by ``values (B, N, C)``."""
+    """Copy of ``feature (B, C, *S)`` (same memory format) whose cells at flat ``indices (B, N)`` are replaced by
+    ``values (B, N, C)``."""
+    return scatter_cells_(feature.clone(), indices, values)
+
+
+def scatter_cells_(feature: Tensor, indices: Tensor, values: Tensor) -> Tensor:
+    """:func:`scatter_cells` in place; returns ``feature``."""
     b, c = feature.shape[:2]
-    flat = feature.reshape(b, c, -1).clone()
+    rows = cells(feature) if _is_channels_last(feature) else None
+    if rows is not None and rows.data_ptr() == feature.data_ptr():  # rows are a view: write them directly
+        offset = torch.arange(b, device=indices.device).unsqueeze(1) * rows.shape[1]
+        rows.view(-1, c).index_copy_(0, (indices + offset).reshape(-1), values.reshape(-1, c).to(feature.dtype))
+        return feature
+    flat = feature.reshape(b, c, -1)  # a view when feature is contiguous, else a copy written back below
     flat.scatter_(2, indices.unsqueeze(1).expand(-1, c, -1), values.transpose(1, 2).to(flat.dtype))
-    return flat.reshape(feature.shape)
+    if flat.data_ptr() != feature.data_ptr():
+        feature.copy_(flat.view(feature.shape))
+    return feature
 
 
 def random_coords(batch: int, num: int, dims: int, generator: torch.Generator | None, device) -> Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from ..config import SMoEConfig
@@ -186,24 +187,43 @@ class SMoE(nn.Module):
         fused, weights = self._mix_points(self._point_features(experts, coords, prepared))
         return self._fuse(fused), weights
 
-    def gate_weights_on_grid(self, experts: list[Tensor], grid: tuple[int, ...]) -> Tensor | None:
+    def gate_weights_on_grid(
+        self, experts: list[Tensor], grid: tuple[int, ...], prepared: list | None = None
+    ) -> Tensor | None:
         """Gate weights ``(B, N, *grid)`` at the cell centres of a ``grid`` covering the target extent.
 
-        Each expert's MLP body runs on its native map, the result is resized to ``grid`` (bi/trilinear,
-        align_corners=False: the same interpolation as the point evaluator), the affine last layer and the gate run
-        per grid cell. Point-wise gating only.
+        Point-wise gating only. The gate's first layer is linear in each resized expert feature, and so is the
+        expert's affine last layer, and resizing is linear: so ``W_k·last_k(resize(body_k(E_k)))`` is computed as
+        ``resize((W_k·last_k)(body_k(E_k)))``, one composed ``d×d`` product per expert, at the expert's native
+        resolution when that is coarser than ``grid`` (else after resizing the body's output to ``grid``). The
+        pre-activations of all experts are summed on the grid and the rest of the gate runs once per grid cell.
+        Same function as :meth:`gate_weights_at_points` at the grid's cell centres (up to float rounding).
+        ``prepared`` (from :meth:`prepare`) reuses bodies already evaluated on native maps.
         """
         if self.cfg.kind == "plain":
             return None
         if not self.sparse_exact:
             raise ValueError("gate_weights_on_grid needs point-wise gating")
-        feats = []
+        first = self.gate.first
+        total = None
+        cells_on_grid = math.prod(grid)
         for k, expert in enumerate(experts):
             body, last = self.experts[k].split_affine_tail()
-            native = body(cells(expert))  # (B, N_k, d')
-            native = native.transpose(1, 2).reshape(expert.shape[0], native.shape[-1], *expert.shape[2:])
-            feats.append(last(cells(upsample_like(native, grid))))
-        weights = self._mix_points(feats)[1]  # (B, G, N)
+            weight, bias = _compose_affine(first.parts[k].weight, last)
+            reuse = prepared is not None and prepared[k][2]  # body already applied to every native cell
+            rows = prepared[k][0] if reuse else body(cells(expert))  # (B, N_k, d')
+            b, sizes = expert.shape[0], tuple(expert.shape[2:])
+            if math.prod(sizes) <= cells_on_grid:
+                z = F.linear(rows, weight, bias)  # (B, N_k, g) at native resolution, then resized
+                z = cells(upsample_like(_rows_to_map(z, b, sizes), grid))
+            else:
+                z = F.linear(cells(upsample_like(_rows_to_map(rows, b, sizes), grid)), weight, bias)
+            total = z if total is None else total.add_(z)
+        if first.parts[0].bias is not None:
+            total = total + first.parts[0].bias
+        x = self.gate.post(total)
+        logits = self.gate.rest(x) if self.gate.rest is not None else x
+        weights = torch.softmax(logits.float(), dim=-1).to(total.dtype)  # (B, G, N)
         return weights.transpose(1, 2).reshape(weights.shape[0], weights.shape[2], *grid)
 
     def gate_weights_at_points(
@@ -215,3 +235,16 @@ class SMoE(nn.Module):
         if not self.sparse_exact:
             return sample_points(self.dense(experts, size)[1], coords)
         return self._mix_points(self._point_features(experts, coords, prepared))[1]
+
+
+def _compose_affine(outer: Tensor, inner: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """Weight and bias of ``x ↦ outer·inner(x)`` for an affine ``inner`` (a Linear, or the identity)."""
+    if isinstance(inner, nn.Linear):
+        bias = outer @ inner.bias if inner.bias is not None else None
+        return outer @ inner.weight, bias
+    return outer, None
+
+
+def _rows_to_map(rows: Tensor, batch: int, sizes: tuple[int, ...]) -> Tensor:
+    """Rows ``(B, N, C)`` as a channel-first map ``(B, C, *S)`` (a channels-last view, no copy)."""
+    return rows.transpose(1, 2).reshape(batch, rows.shape[-1], *sizes)

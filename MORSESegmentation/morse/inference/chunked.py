@@ -45,7 +45,7 @@ def resize_linear_into(
     """Trilinear resize of ``src (D', H', W')`` float into ``dst (D, H, W)`` float32 (a view is fine), in chunks.
 
     ``clamp``: optional (low, high) applied to the result. ``budget``: bytes of scratch per chunk (default
-    :data:`morse.inference.memory.CHUNK_BYTES`).
+    :data:`morse.inference.memory.CHUNK_BYTES`). A uint8 ``dst`` receives ``round(value·255)`` (maps in [0, 1]).
     """
     depth, height, width = dst.shape
     i0, i1, lam = linear_source(depth, src.shape[0])
@@ -62,7 +62,12 @@ def resize_linear_into(
         chunk = torch.lerp(a, b, torch.from_numpy(lam[z0:z1])[:, None, None])
         if clamp is not None:
             chunk.clamp_(*clamp)
-        dst[z0:z1] = chunk.numpy()
+        dst[z0:z1] = (quantize_unit_uint8(chunk) if dst.dtype == np.uint8 else chunk).numpy()
+
+
+def quantize_unit_uint8(values: torch.Tensor) -> torch.Tensor:
+    """A map in [0, 1] as uint8 ``round(value·255)`` (half to even), computed in place on float ``values``."""
+    return values.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
 
 
 def resize_nearest_into(dst: np.ndarray, src: torch.Tensor, budget: int | None = None) -> None:

@@ -124,15 +124,18 @@ class Plan:
     messages: list[str] = field(default_factory=list)
 
 
-def output_bytes_per_voxel(num_experts: int, refine: bool, gating: bool, uncertainty: bool) -> dict[str, int]:
-    """Bytes per input voxel of each full-resolution output of :class:`SegmentationResult`."""
+def output_bytes_per_voxel(
+    num_experts: int, refine: bool, gating: bool, uncertainty: bool, map_bytes: int = BYTES_F32
+) -> dict[str, int]:
+    """Bytes per input voxel of each full-resolution output of :class:`SegmentationResult` (``map_bytes``: 4 for
+    float32 gate/uncertainty maps, 1 for uint8)."""
     parts = {"labels": 1}
     if refine:
         parts.update({"coarse labels": 1, "rectified": 1})
     if uncertainty:
-        parts["uncertainty"] = BYTES_F32
+        parts["uncertainty"] = map_bytes
     if gating:
-        parts.update({"gating": BYTES_F32 * num_experts, "dominant expert": 1})
+        parts.update({"gating": map_bytes * num_experts, "dominant expert": 1})
     return parts
 
 
@@ -190,6 +193,7 @@ def estimate(
     slab: int | None = None,
     size_multiple: int = 16,
     num_experts: int | None = None,
+    map_bytes: int = BYTES_F32,
 ) -> MemoryEstimate:
     """Peak host memory of :func:`morse.inference.pipeline.segment_volume` for these sizes (see the module doc).
 
@@ -201,13 +205,14 @@ def estimate(
         batch_size: slices (2D) or windows (3D) per network call.
         roi: 3D window size (z, y, x) in model voxels. slab: 3D stitching slab core depth (None: whole volume).
         num_experts: the network's experts (default: 5 for the 2D UNet, else 3).
+        map_bytes: bytes per voxel of each full-resolution gate/uncertainty map (4 float32, 1 uint8).
     """
     voxels = math.prod(input_shape)
     classes, dims = model_cfg.num_classes, model_cfg.spatial_dims
     experts = num_experts or (5 if model_cfg.backbone.name == "unet2d" else 3)
     gating = gating and model_cfg.has_point_head and model_cfg.features.kind == "smoe"
     refine = refine and model_cfg.has_point_head
-    detail = {k: v * voxels for k, v in output_bytes_per_voxel(experts, refine, gating, uncertainty).items()}
+    detail = {k: v * voxels for k, v in output_bytes_per_voxel(experts, refine, gating, uncertainty, map_bytes).items()}
     padded = tuple(max(-(-s // size_multiple) * size_multiple, 1) for s in model_shape)
     act = backbone_floats_per_cell(model_cfg)
     if dims == 2:
@@ -266,6 +271,7 @@ def plan_inference(
     available: int | None = None,
     num_experts: int | None = None,
     name: str = "input",
+    map_bytes: int = BYTES_F32,
 ) -> Plan:
     """Estimate the peak, log it, and fit the run into ``available`` bytes (default: :func:`available_memory`).
 
@@ -283,6 +289,7 @@ def plan_inference(
         gating_stride=gating_stride,
         size_multiple=size_multiple,
         num_experts=num_experts,
+        map_bytes=map_bytes,
     )
 
     def est(batch: int, slab: int | None = None) -> MemoryEstimate:

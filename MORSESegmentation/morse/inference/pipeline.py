@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 
 from ..device import resolve_device
 from ..errors import CancelledError, InputError, ModelPackError
@@ -28,7 +29,8 @@ from ..geometry import AxisReorder
 from ..heads.point_ops import uncertainty
 from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
-from .chunked import dominant_expert, resize_linear_into, resize_nearest_into
+from .chunked import dominant_expert, quantize_unit_uint8, resize_linear_into, resize_nearest_into
+from .label_resize import argmax_classes, upsampled_labels
 from .memory import plan_inference
 from .preprocess import PreparedVolume, crop, pad_to_multiple, prepare, resize
 from .result import SegmentationResult
@@ -184,13 +186,16 @@ class _Outputs:
     (D, H, W), so no reoriented copy of any output is ever made.
     """
 
-    def __init__(self, reorder: AxisReorder, num_experts: int, refine: bool, gating: bool, uncertainty: bool):
+    def __init__(
+        self, reorder: AxisReorder, num_experts: int, refine: bool, gating: bool, uncertainty: bool, maps_uint8: bool
+    ):
         shape = reorder.shape
+        maps = np.uint8 if maps_uint8 else np.float32
         self.arrays: dict[str, np.ndarray | None] = {"labels": np.zeros(shape, np.uint8)}
         self.arrays["coarse"] = np.zeros(shape, np.uint8) if refine else self.arrays["labels"]
         self.arrays["rectified"] = np.zeros(shape, np.uint8) if refine else None
-        self.arrays["uncertainty"] = np.zeros(shape, np.float32) if uncertainty else None
-        self.arrays["gating"] = np.zeros((num_experts, *shape), np.float32) if gating else None
+        self.arrays["uncertainty"] = np.zeros(shape, maps) if uncertainty else None
+        self.arrays["gating"] = np.zeros((num_experts, *shape), maps) if gating else None
         views = {k: None if v is None else reorder.apply(v) for k, v in self.arrays.items()}
         self.labels = views["labels"]
         self.coarse = self.labels if not refine else views["coarse"]
@@ -212,6 +217,7 @@ def segment_volume(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     name: str = "input",
+    maps_uint8: bool = False,
 ) -> SegmentationResult:
     """Segment ``volume (K, J, I)`` with IJK→RAS ``ijk_to_ras (4, 4)``.
 
@@ -227,6 +233,8 @@ def segment_volume(
         progress: called as ``progress(stage_name, fraction)`` with fraction in [0, 1].
         cancel: polled between batches; returning True raises :class:`CancelledError`.
         name: what messages call the volume (``morse segment`` passes the file name).
+        maps_uint8: return the gate and uncertainty maps as uint8 ``round(value·255)`` (what the Slicer module
+            stores) instead of float32 0..1: a quarter of the memory, and less time writing them.
 
     Returns:
         :class:`SegmentationResult` with every array on the input's grid (KJI) and the same ``ijk_to_ras``;
@@ -281,6 +289,7 @@ def segment_volume(
         size_multiple=net.size_multiple,
         num_experts=net.num_experts,
         name=name,
+        map_bytes=1 if maps_uint8 else 4,
     )
     messages += plan.messages
     report("preprocessing", 0.0)
@@ -290,12 +299,12 @@ def segment_volume(
         net, pack, choice.device, choice.name, refine, gating, stride, plan.batch_size, timings, report, is_cancelled
     )
     if spatial_dims == 2:  # the outputs fill up slice batch by slice batch
-        outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty)
+        outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty, maps_uint8)
         _run_slices(run, prep, outputs)
     else:  # phases (see morse.inference.memory): the stitching buffers are gone before the outputs are allocated
         run.unit, run.slab = "window", plan.slab
         maps, size = _run_volume(run, prep, roi, uncertainty)
-        outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty)
+        outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty, maps_uint8)
         _resample_to_input(run, maps, size, outputs)
         del maps
     del prep
@@ -347,20 +356,51 @@ def _run_slices(run: _Run, prep: PreparedVolume, out: _Outputs) -> None:
 def _store_slices(out: _Outputs, pred, size, full_hw, rows: slice) -> None:
     """Map one batch of predictions (model grid) back to the reoriented input slices."""
     scale = pred.refined.shape[-1] // pred.coarse.shape[-1]
-    refined = resize(crop(pred.refined.float(), size, scale), full_hw)
-    out.labels[rows] = refined.argmax(1).to(torch.uint8).cpu().numpy()
     coarse = crop(pred.coarse.float(), size)
+    refined = crop(pred.refined.float(), size, scale)
+    coarse_labels = argmax_classes(coarse) if coarse.device.type == "cpu" else None
+    refined_labels = coarse_labels if pred.refined is pred.coarse else None
+    if refined_labels is None and coarse_labels is not None and scale == 1 and pred.rectified is not None:
+        # the rendering head changed the logits of the rectified cells only
+        rect = crop(pred.rectified, size)
+        refined_labels = coarse_labels.clone()
+        refined_labels[rect] = argmax_classes(refined.permute(0, 2, 3, 1)[rect][..., None])[:, 0]
+    out.labels[rows] = upsampled_labels(refined, full_hw, refined_labels)
     if out.coarse is not out.labels:
-        out.coarse[rows] = resize(coarse, full_hw).argmax(1).to(torch.uint8).cpu().numpy()
+        out.coarse[rows] = upsampled_labels(coarse, full_hw, coarse_labels)
     if out.rectified is not None and pred.rectified is not None:
         rect = crop(pred.rectified[:, None].float(), size, scale)
         out.rectified[rows] = resize(rect, full_hw, mode="nearest")[:, 0].to(torch.uint8).cpu().numpy()
     if out.uncertainty is not None:
-        out.uncertainty[rows] = resize(_uncertainty_map(coarse), full_hw)[:, 0].clamp(0, 1).cpu().numpy()
+        values = resize(_uncertainty_map(coarse), full_hw)[:, 0].clamp(0, 1)
+        out.uncertainty[rows] = _as_stored(values, out.uncertainty.dtype)
     if out.gating is not None and pred.gating is not None:
-        padded = tuple(pred.coarse.shape[2:])
-        gates = crop(resize(pred.gating.float(), padded), size)
-        out.gating[:, rows] = resize(gates, full_hw).clamp(0, 1).permute(1, 0, 2, 3).cpu().numpy()
+        gates = _gates_on_input_grid(pred.gating, tuple(pred.coarse.shape[2:]), size, full_hw)
+        out.gating[:, rows] = _as_stored(gates, out.gating.dtype)
+
+
+def _as_stored(values: torch.Tensor, dtype) -> np.ndarray:
+    """A map in [0, 1] on the host in the output array's dtype (uint8: ``round(value·255)``)."""
+    values = values.cpu()
+    return (quantize_unit_uint8(values) if dtype == np.uint8 else values).numpy()
+
+
+def _gates_on_input_grid(gates: torch.Tensor, padded, size, full_hw) -> torch.Tensor:
+    """Gate maps ``(B, N, gh, gw)`` sampled at super-cell centres of the padded model grid → ``(N, B, H, W)`` on the
+    input slices, by one bilinear interpolation between the super-cell centres (align_corners=False geometry: input
+    pixel x lies at model coordinate (x + ½)·size/W − ½, super-cell coordinate (x + ½)·size·gw/(W·padded) − ½)."""
+    grid = tuple(gates.shape[2:])
+    gates = gates.float().transpose(0, 1)  # experts first: the result has the output's (N, B, H, W) layout
+    if any(f < g for f, g in zip(full_hw, grid)):  # down-sampling: antialiased, in two steps as the labels are
+        maps = resize(crop(resize(gates, padded), size), full_hw)
+    else:
+        # a hair above the exact factor, so that PyTorch's floor(g·factor) output size cannot fall one short
+        factors = [f * p / (s * g) * (1 + 1e-9) for f, p, s, g in zip(full_hw, padded, size, grid)]
+        maps = F.interpolate(
+            gates, scale_factor=factors, mode="bilinear", align_corners=False, recompute_scale_factor=False
+        )
+        maps = maps[..., : full_hw[0], : full_hw[1]]
+    return maps.clamp_(0, 1)
 
 
 def _sliding_window(x: torch.Tensor, roi, batch: int, predictor, overlap: float) -> tuple[torch.Tensor, ...]:

@@ -28,9 +28,12 @@ class SegmentationResult:
 
     labels:          (K, J, I) uint8 refined labels (= coarse when refinement is off or the model has no head).
     coarse_labels:   (K, J, I) uint8 labels of the backbone's own head.
-    gating:          (N, K, J, I) float32 gate weight of each expert in [0, 1] (sums to 1 over N), or None.
-    dominant_expert: (K, J, I) uint8, 1 + index of the expert with the largest gate weight, or None.
-    uncertainty:     (K, J, I) float32 in [0, 1]: 1 − (p_max − p_second) of the coarse softmax, or None.
+    gating:          (N, K, J, I) float32 gate weight of each expert in [0, 1] (sums to 1 over N), or None; uint8
+                     ``round(weight·255)`` when asked for (``maps_uint8``).
+    dominant_expert: (K, J, I) uint8, 1 + index of the expert with the largest gate weight (as stored in
+                     ``gating``; the first expert wins ties), or None.
+    uncertainty:     (K, J, I) float32 in [0, 1]: 1 − (p_max − p_second) of the coarse softmax, or None; uint8
+                     ``round(value·255)`` like ``gating``.
     rectified:       (K, J, I) uint8, 1 where the rendering head replaced the logits, or None.
     ijk_to_ras:      (4, 4) float64, the input's IJK→RAS matrix (unchanged).
     labels_info:     the model's classes (background excluded).

@@ -66,7 +66,7 @@ def write_result(result, folder: str | Path, maps_uint8: bool = True) -> Path:
         value = getattr(result, name)
         if value is None:
             continue
-        if name in MAP_ARRAYS and maps_uint8:
+        if name in MAP_ARRAYS and maps_uint8 and value.dtype != np.uint8:
             value = _quantise(value)
         np.save(folder / f"{name}.npy", np.ascontiguousarray(value), allow_pickle=False)
     meta = {
@@ -164,6 +164,7 @@ def run(request_path: str | Path) -> int:
             gating=bool(request.get("gating", True)),
             uncertainty=bool(request.get("uncertainty", True)),
             progress=progress,
+            maps_uint8=bool(request.get("maps_uint8", True)),
         )
         for text in result.messages:
             emit("message", text=text)

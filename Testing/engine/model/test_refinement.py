@@ -123,3 +123,43 @@ def test_gate_map_on_a_divisible_grid_equals_the_point_evaluator():
             slow = pts.transpose(1, 2).reshape(shape[0], -1, *grid)
             assert fast.shape == slow.shape
             assert (fast - slow).abs().max() <= 1e-5
+
+
+def test_channels_last_maps_refine_exactly_like_contiguous_ones():
+    """Inference keeps 2D maps channels-last (their cells are rows): gathering and scattering rows must give the very
+    values of the channel-first path, round after round."""
+    torch.manual_seed(4)
+    model = _model(2, test_points=90, steps=3)
+    x = torch.randn(3, 1, 32, 48)
+    with torch.no_grad():
+        out = model.backbone(x)
+        nchw = model._refine(out.logits.contiguous(), [e.contiguous() for e in out.experts])
+        cl = [t.contiguous(memory_format=torch.channels_last) for t in (out.logits, *out.experts)]
+        nhwc = model._refine(cl[0], cl[1:])
+    assert torch.equal(nchw[1], nhwc[1]) and nhwc[1].sum() > 90
+    assert torch.equal(nchw[0], nhwc[0].contiguous())
+    with torch.no_grad():
+        naive = _naive_refine(model, out.logits, out.experts)
+    assert torch.equal(naive, nhwc[0])
+
+
+def test_scatter_and_gather_cells_in_both_memory_formats():
+    from morse.heads.point_ops import scatter_cells_
+
+    torch.manual_seed(5)
+    for shape, fmt in (((2, 3, 5, 7), torch.channels_last), ((2, 3, 4, 5, 6), torch.channels_last_3d)):
+        feature = torch.randn(shape)
+        cells_total = feature[0, 0].numel()
+        idx = torch.stack([torch.randperm(cells_total)[:9] for _ in range(2)])
+        values = torch.randn(2, 9, 3)
+        expected = feature.clone().flatten(2)
+        for b in range(2):
+            expected[b][:, idx[b]] = values[b].T
+        expected = expected.reshape(shape)
+        for f in (feature, feature.contiguous(memory_format=fmt)):
+            assert torch.equal(gather_cells(f, idx), feature.flatten(2).gather(2, idx[:, None].expand(-1, 3, -1)).mT)
+            copied = scatter_cells(f, idx, values)
+            assert torch.equal(copied, expected) and not torch.equal(f, expected)
+            assert copied.is_contiguous(memory_format=fmt) == f.is_contiguous(memory_format=fmt)
+            in_place = f.clone()
+            assert scatter_cells_(in_place, idx, values) is in_place and torch.equal(in_place, expected)
