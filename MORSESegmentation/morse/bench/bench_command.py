@@ -77,6 +77,7 @@ def run(args) -> int:
         mode: _child("whole_volume", threads, path=vol_path, model=model, mode=mode, repeats=repeats)
         for mode in ("backbone", "refined", "full", "full_float")
     }
+    results["stage_flops"] = _child("stage_flops", threads, path=vol_path, model=model)
     with tempfile.TemporaryDirectory() as tmp:
         results["segment_cli"] = _child("segment_cli_memory", threads, path=vol_path, model=model, out_dir=tmp)
     size, batch = (96, 2) if quick else (256, 4)
@@ -153,6 +154,29 @@ def _whole_volume_misses(wv: dict, ratio_ref: float, ratio_full: float) -> list[
     return lines
 
 
+def _work_per_slice(info: dict | None, wv: dict) -> list[str]:
+    """Arithmetic of each stage against its share of the time: why the heads cost more time than work."""
+    if not info:
+        return []
+    flops, base = info["flops"], wv["backbone"]["stages"].get("backbone", 0.0)
+    if not flops.get("backbone") or base <= 0:
+        return []
+    times = {"refine": wv["refined"]["stages"].get("refine", 0.0), "gating": wv["full"]["stages"].get("gating", 0.0)}
+    shares = []
+    for key, name in (("refine", "rendering head"), ("gating", "gate map (stride 2)")):
+        shares.append(
+            f"the {name} {flops[key] / 1e9:.2f} GFLOP ({flops[key] / flops['backbone']:.0%} of the backbone's work, "
+            f"{times[key] / base:.0%} of its time)"
+        )
+    h, w = info["model_slice"]
+    return [
+        f"- Work per slice ({h}×{w} model grid, {info['rectified_cells']} cells re-predicted): the backbone "
+        f"{flops['backbone'] / 1e9:.2f} GFLOP; " + "; ".join(shares) + ". The heads do a fraction of the "
+        "backbone's arithmetic, but as many small per-point matrix products, gathers and element-wise passes, "
+        "which run several times less efficiently on a CPU than the backbone's convolutions."
+    ]
+
+
 def render(r: dict) -> str:
     wv = r["whole_volume"]
     base = wv["backbone"]["seconds"]
@@ -194,6 +218,7 @@ def render(r: dict) -> str:
         f"- With gating maps and uncertainty: **{ratio_full:.2f}×** (target ≤ {TARGETS['full_over_backbone']}×: "
         f"{_verdict(ratio_full, TARGETS['full_over_backbone'])}).",
         *_whole_volume_misses(wv, ratio_ref, ratio_full),
+        *_work_per_slice(r.get("stage_flops"), wv),
         f"- `morse segment` end to end (read, infer with every map, write every output): "
         f"{r['segment_cli']['seconds']:.1f} s, peak RSS **{peak_gb:.2f} GB** "
         f"(target ≤ {TARGETS['segment_peak_gb']} GB: "

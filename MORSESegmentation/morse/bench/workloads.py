@@ -193,7 +193,41 @@ def cuda_bf16(model: str, path: str, repeats: int) -> dict:
     return out
 
 
+def stage_flops(path: str, model: str) -> dict:
+    """Multiply-add work (FLOPs of convolutions and matrix products, PyTorch's counter) of the backbone, the
+    rendering head and the stride-2 gate map on one slice of the CT at the model's resolution."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..imageio import read_image
+    from ..inference.pipeline import get_model
+    from ..inference.preprocess import pad_to_multiple, prepare, resize
+    from ..modelpack import load_model_pack
+
+    image = read_image(path)
+    pack = load_model_pack(model)
+    net = get_model(pack, torch.device("cpu")).eval()
+    middle = image.array.shape[0] // 2
+    prep = prepare(image.array[middle : middle + 1], image.ijk_to_ras, pack.preprocessing, 2)
+    x = resize(torch.from_numpy(prep.image).unsqueeze(1), prep.model_shape[1:])
+    x, _ = pad_to_multiple(x, net.size_multiple)
+    x = x.contiguous(memory_format=torch.channels_last)
+    flops = {}
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            out = net.backbone(x)
+        flops["backbone"] = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            prepared = net.features.prepare(out.experts, net.cfg.point_head.test_points)
+            _, rectified = net._refine(out.logits, out.experts, prepared)
+        flops["refine"] = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            net.gate_map(out.experts, tuple(out.logits.shape[2:]), 2, prepared)
+        flops["gating"] = counter.get_total_flops()
+    return {"flops": flops, "model_slice": list(x.shape[2:]), "rectified_cells": int(rectified.sum())}
+
+
 WORKLOADS = {
+    "stage_flops": stage_flops,
     "whole_volume": whole_volume,
     "segment_cli_memory": segment_cli_memory,
     "train_step": train_step,
