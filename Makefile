@@ -12,6 +12,8 @@ PIP := $(PY) -m pip
 MORSE := $(VENV)/bin/morse
 # CPU wheel of torch that the machines carry; installed before anything can pull a CUDA build.
 TORCH_PIN ?= torch==2.13.0
+# pip pinned too: a new pip release must not change the set-up or the data fetch under us (this one is tested)
+PIP_PIN ?= pip==26.3
 DEMO_CASE ?= abdomen-ct-dicom
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
@@ -28,7 +30,7 @@ help:
 
 $(VENV)/.stamp-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(PIP_PIN)"
 	$(PIP) install -q "$(TORCH_PIN)"
 	$(PIP) install -q -e .
 	touch $@
