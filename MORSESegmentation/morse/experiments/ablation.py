@@ -160,7 +160,11 @@ counts as DSC 0 and has no HD95), mean ± standard deviation over seeds; **coars
 
 ## Table: components (mean over seeds)
 
+{_completion(jobs)}
+
 {table(results, present)}
+
+{_observations(results, present)}
 
 ## `fast` vs `paper` preset
 
@@ -197,6 +201,34 @@ morse evaluate --model runs/ablation/unet2d-morse-s1337/model --data {DATA} --sp
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def _completion(jobs: dict[str, list[Job]]) -> str:
+    done = sum(j.done for runs in jobs.values() for j in runs)
+    total = sum(len(runs) for runs in jobs.values())
+    if done == total:
+        return f"All {total} runs finished."
+    return (
+        f"**{done} of {total} runs finished**: rows with fewer seeds than the others show no ± (run "
+        "`make experiment` again to finish the rest)."
+    )
+
+
+def _observations(results: dict[str, list[dict]], present: list[str]) -> str:
+    """What the rendering head changed in each row: refined minus coarse, in DSC points, overall and per organ."""
+    lines = ["What refinement changed (refined − coarse, DSC points; mean over seeds):", ""]
+    for label, reports in results.items():
+        if not reports:
+            continue
+        coarse, refined = _row_stats(reports, "coarse"), _row_stats(reports, "refined")
+        delta = (refined["dsc"][0] - coarse["dsc"][0]) * 100
+        organs = {o: (refined["organs"][o] - coarse["organs"][o]) * 100 for o in present}
+        top = max(organs, key=lambda o: abs(organs[o]))
+        hd = refined["hd95"][0] - coarse["hd95"][0]
+        lines.append(
+            f"- {label}: {delta:+.1f} mean DSC, HD95 {hd:+.1f} mm; largest change {HEADERS[top]} {organs[top]:+.1f}"
+        )
+    return "\n".join(lines)
 
 
 def _iterations_of(jobs: dict[str, list[Job]]) -> str:
