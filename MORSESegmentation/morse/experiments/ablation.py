@@ -169,7 +169,7 @@ counts as DSC 0 and has no HD95), mean ± standard deviation over seeds; **coars
 ## `fast` vs `paper` preset
 
 The `paper` preset's dense gating (four 3×3 convolutions over the 5×256-channel full-resolution expert stack) costs
-about 50× a `fast` training step on this CPU (see `bench.md`), so the two presets are compared side by side at a
+{_paper_cost()} on this CPU (see `bench.md`), so the two presets are compared side by side at a
 reduced scale where the paper preset fits the machine: 4 mm voxels, 64×64 patches, batch 2,
 {_iterations_of(preset_jobs)} iterations, same data and seed, everything else identical
 (`configs/ablation/fast-vs-paper-*.yaml`).
@@ -203,6 +203,15 @@ morse evaluate --model runs/ablation/unet2d-morse-s1337/model --data {DATA} --sp
     path.write_text(text, encoding="utf-8")
 
 
+def _paper_cost() -> str:
+    """The measured cost of a ``paper`` training step over a ``fast`` one, from the last benchmark run."""
+    try:
+        steps = json.loads((REPO / "docs" / "results" / "bench.json").read_text(encoding="utf-8"))["train_step"]
+        return f"{steps['paper']['seconds'] / steps['fast']['seconds']:.0f}× a `fast` training step"
+    except (OSError, KeyError, ValueError, ZeroDivisionError):
+        return "tens of times a `fast` training step"
+
+
 def _completion(jobs: dict[str, list[Job]]) -> str:
     done = sum(j.done for runs in jobs.values() for j in runs)
     total = sum(len(runs) for runs in jobs.values())
@@ -228,7 +237,28 @@ def _observations(results: dict[str, list[dict]], present: list[str]) -> str:
         lines.append(
             f"- {label}: {delta:+.1f} mean DSC, HD95 {hd:+.1f} mm; largest change {HEADERS[top]} {organs[top]:+.1f}"
         )
+    stats = {label: (_row_stats(r, "coarse"), _row_stats(r, "refined")) for label, r in results.items() if r}
+    missed = [o for o in present if all(c["organs"][o] == 0 for c, _ in stats.values())]
+    if missed:
+        rescued = [o for o in missed if any(r["organs"][o] > 0.5 for _, r in stats.values())]
+        lines += ["", f"The coarse output of every row misses {_names(missed)} entirely" + (
+            f"; the rendering heads recover {_names(rescued)}, which is most of the gap between coarse and refined."
+            if rescued else "."
+        )]  # fmt: skip
+    heads = [(label, r) for label, (_, r) in stats.items() if not label.startswith("(a)")]
+    if len(heads) > 1:
+        means = [r["dsc"][0] * 100 for _, r in heads]
+        stds = [r["dsc"][1] * 100 for _, r in heads if not math.isnan(r["dsc"][1])]
+        spread = max(means) - min(means)
+        text = f"The refined outputs of the rows with a point head span {spread:.1f} DSC points"
+        if stds:
+            text += f", against seed-to-seed standard deviations of {min(stds):.1f}–{max(stds):.1f}"
+        lines += ["", text + ": differences of that size between components are not evidence on one test subject."]
     return "\n".join(lines)
+
+
+def _names(organs: list[str]) -> str:
+    return " and ".join(", ".join(o.replace("_", " ") for o in organs).rsplit(", ", 1))
 
 
 def _iterations_of(jobs: dict[str, list[Job]]) -> str:
