@@ -178,10 +178,13 @@ class LossConfig:
 
     awa ``paper``: λ_t = rend_weight·1{t>T/2}·(t−T/2)/T; ``reference`` (released code): λ_t = 1{t>T/2}·(t−T/2)/T;
     ``constant``: λ_t = rend_weight.
+    dice_batch: Dice per class over the whole batch (nnU-Net's "batch Dice") instead of per sample and then averaged;
+    per-sample Dice rewards predicting nothing of a class that a patch does not contain.
     """
 
     ce_weight: float = 1.0
     dice_weight: float = 1.0
+    dice_batch: bool = False
     sup_scale: float = 1.0
     rend_weight: float = 0.1
     awa: Literal["paper", "reference", "constant"] = "paper"

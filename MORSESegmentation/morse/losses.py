@@ -32,7 +32,12 @@ class MorseLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.supervised = DiceCELoss(
-            to_onehot_y=True, softmax=True, lambda_ce=cfg.ce_weight, lambda_dice=cfg.dice_weight, smooth_nr=1e-5
+            to_onehot_y=True,
+            softmax=True,
+            lambda_ce=cfg.ce_weight,
+            lambda_dice=cfg.dice_weight,
+            smooth_nr=1e-5,
+            batch=cfg.dice_batch,
         )
 
     def forward(self, outputs: dict[str, Tensor], labels: Tensor, step: int, total_steps: int) -> dict[str, Tensor]:

@@ -96,3 +96,26 @@ def test_loss_parts_and_weighting():
     assert parts["rend"].item() == pytest.approx(expected.item(), rel=1e-6)
     parts["total"].backward()
     assert coarse.grad is not None and coarse.grad.abs().sum() > 0
+
+
+def test_batch_dice_pools_a_class_over_the_batch():
+    """Class 1 fills half of sample 0 and is absent from sample 1, where the network gives it some probability:
+    per-sample Dice scores sample 1's class 1 as a complete miss, batch Dice only as a few extra voxels."""
+    labels = torch.zeros(2, 4, 4, dtype=torch.long)
+    labels[0, :2] = 1
+    coarse = torch.zeros(2, 2, 4, 4)
+    coarse[0, 1, :2], coarse[0, 1, 2:] = 4.0, -4.0  # sample 0: class 1 found where it is (p = σ(4)), not elsewhere
+    coarse[1, 1] = -1.0  # sample 1: class 1 at p = σ(−1) ≈ 0.27 everywhere, though absent
+    dice = {}
+    for batch in (False, True):
+        cfg = LossConfig(ce_weight=0.0, dice_weight=1.0, dice_batch=batch)
+        dice[batch] = MorseLoss(cfg)({"coarse": coarse}, labels, 0, 10)["sup"].item()
+    hit, miss = torch.sigmoid(torch.tensor(4.0)).item(), torch.sigmoid(torch.tensor(-1.0)).item()
+    # Dice per class over both samples: 2·Σ p·g / (Σ g + Σ p)
+    class1 = 2 * 8 * hit / (8 + 8 * hit + 8 * (1 - hit) + 16 * miss)
+    class0 = 2 * (8 * hit + 16 * (1 - miss)) / (24 + 8 * (1 - hit) + 8 * hit + 16 * (1 - miss))
+    assert dice[True] == pytest.approx(1 - (class0 + class1) / 2, abs=1e-4)
+    # per sample: sample 0 scores σ(4) for both classes; sample 1 scores 0 for the absent class
+    sample1_class0 = 2 * 16 * (1 - miss) / (16 + 16 * (1 - miss))
+    assert dice[False] == pytest.approx(1 - (2 * hit + sample1_class0 + 0.0) / 4, abs=1e-4)
+    assert dice[False] > dice[True] + 0.1
