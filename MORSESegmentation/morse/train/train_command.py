@@ -33,7 +33,7 @@ def run(args) -> int:
     try:
         with rank_zero_first(info):
             volumes, labels, provenance = load_training_data(cfg)
-        provenance["config_file"] = str(args.config)
+        provenance["config_file"] = _portable_path(args.config)
         trainer = Trainer(cfg, out, volumes, labels, device=args.device, resume=args.resume, provenance=provenance)
         result = trainer.run()
     finally:
@@ -42,3 +42,13 @@ def run(args) -> int:
         print(f"model pack: {result.pack_dir}")
         print(f"loss curves: {out / 'loss.png'}; metrics log: {out / 'metrics.csv'}")
     return 0
+
+
+def _portable_path(path) -> str:
+    """``path`` relative to the working directory when it lies below it (provenance must not name this machine's
+    folders), else as given."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)

@@ -49,3 +49,15 @@ def test_extends_merges_and_null_switches_heads_off(tmp_path):
     (tmp_path / "child.yaml").write_text("extends: base.yaml\nmodel:\n  point_head: null\n  features: null\n")
     cfg = load_experiment(tmp_path / "child.yaml")
     assert cfg.model.num_classes == 5 and cfg.model.point_head is None and not cfg.model.has_point_head
+
+
+def test_recorded_config_path_names_no_machine_folder(tmp_path, monkeypatch):
+    from morse.train.train_command import _portable_path
+
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "x.yaml"
+    monkeypatch.chdir(tmp_path)
+    assert _portable_path(config) == "configs/x.yaml"
+    assert _portable_path("configs/x.yaml") == "configs/x.yaml"
+    elsewhere = tmp_path.parent / "other.yaml"
+    assert _portable_path(elsewhere) == str(elsewhere)
