@@ -21,7 +21,6 @@ from .heads.point_ops import (
     indices_to_coords,
     most_uncertain_indices,
     sample_points,
-    scatter_cells,
     scatter_cells_,
     select_training_points,
     uncertainty,
@@ -161,16 +160,10 @@ class MorseModel(nn.Module):
             else:
                 coarse_pts = sample_points(coarse, coords)
             point_logits = self.head(fine, coarse_pts, coords)
-            current = (
-                scatter_cells(current, idx, point_logits)
-                if scores is None
-                else scatter_cells_(current, idx, point_logits)
-            )
+            current = scatter_cells_(current, idx, point_logits)
             if scores is not None:  # only the re-predicted cells changed: the same top-2 on their new logits
                 scores.scatter_(1, idx, uncertainty(point_logits.to(current.dtype), dim=-1))
-            flat = rectified.reshape(rectified.shape[0], -1).clone()
-            flat.scatter_(1, idx, True)
-            rectified = flat.reshape(rectified.shape)
+            rectified.view(rectified.shape[0], -1).scatter_(1, idx, True)
         return current, rectified
 
     def gate_map(

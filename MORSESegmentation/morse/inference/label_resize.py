@@ -24,7 +24,7 @@ def argmax_classes(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(1).to(torch.uint8)
 
 
-def upsampled_labels(logits: torch.Tensor, size: tuple[int, int], labels: torch.Tensor | None = None) -> np.ndarray:
+def upsampled_labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """``interpolate(logits, size, "bilinear", align_corners=False).argmax(1)`` as uint8 ``(B, H, W)`` (numpy).
 
     Args:
@@ -32,13 +32,12 @@ def upsampled_labels(logits: torch.Tensor, size: tuple[int, int], labels: torch.
             :func:`morse.inference.preprocess.resize` antialiases, whose support is wider than 2×2), the logits are
             resized on their device and the argmax taken there.
         size: output ``(H, W)``.
-        labels: ``argmax_classes(logits)`` when the caller already has it.
     """
     b, c, h, w = logits.shape
     out_h, out_w = size
     if logits.device.type != "cpu" or out_h < h or out_w < w:
         return argmax_classes(resize(logits.float(), size)).cpu().numpy()
-    lab = (argmax_classes(logits) if labels is None else labels).numpy()
+    lab = argmax_classes(logits).numpy()
     y0, y1, wy = linear_source(out_h, h)
     x0, x1, wx = linear_source(out_w, w)
     # columns first, on the small model-grid map; then whole rows, which numpy copies as contiguous blocks

@@ -30,7 +30,7 @@ from ..heads.point_ops import uncertainty
 from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
 from .chunked import dominant_expert, quantize_unit_uint8, resize_linear_into, resize_nearest_into
-from .label_resize import argmax_classes, upsampled_labels
+from .label_resize import upsampled_labels
 from .memory import plan_inference
 from .preprocess import PreparedVolume, crop, pad_to_multiple, prepare, resize
 from .result import SegmentationResult
@@ -357,17 +357,13 @@ def _store_slices(out: _Outputs, pred, size, full_hw, rows: slice) -> None:
     """Map one batch of predictions (model grid) back to the reoriented input slices."""
     scale = pred.refined.shape[-1] // pred.coarse.shape[-1]
     coarse = crop(pred.coarse.float(), size)
-    refined = crop(pred.refined.float(), size, scale)
-    coarse_labels = argmax_classes(coarse) if coarse.device.type == "cpu" else None
-    refined_labels = coarse_labels if pred.refined is pred.coarse else None
-    if refined_labels is None and coarse_labels is not None and scale == 1 and pred.rectified is not None:
-        # the rendering head changed the logits of the rectified cells only
-        rect = crop(pred.rectified, size)
-        refined_labels = coarse_labels.clone()
-        refined_labels[rect] = argmax_classes(refined.permute(0, 2, 3, 1)[rect][..., None])[:, 0]
-    out.labels[rows] = upsampled_labels(refined, full_hw, refined_labels)
+    coarse_labels = upsampled_labels(coarse, full_hw)
+    if pred.refined is pred.coarse:
+        out.labels[rows] = coarse_labels
+    else:
+        out.labels[rows] = upsampled_labels(crop(pred.refined.float(), size, scale), full_hw)
     if out.coarse is not out.labels:
-        out.coarse[rows] = upsampled_labels(coarse, full_hw, coarse_labels)
+        out.coarse[rows] = coarse_labels
     if out.rectified is not None and pred.rectified is not None:
         rect = crop(pred.rectified[:, None].float(), size, scale)
         out.rectified[rows] = resize(rect, full_hw, mode="nearest")[:, 0].to(torch.uint8).cpu().numpy()

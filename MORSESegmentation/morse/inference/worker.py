@@ -52,22 +52,15 @@ def emit(event: str, **fields) -> None:
     sys.stdout.flush()
 
 
-def _quantise(values: np.ndarray) -> np.ndarray:
-    out = np.empty(values.shape, np.uint8)
-    np.rint(np.clip(values, 0.0, 1.0) * 255.0, out=out, casting="unsafe")
-    return out
-
-
-def write_result(result, folder: str | Path, maps_uint8: bool = True) -> Path:
-    """Write a :class:`SegmentationResult` as ``.npy`` files + ``result.json`` into ``folder``."""
+def write_result(result, folder: str | Path) -> Path:
+    """Write a :class:`SegmentationResult` as ``.npy`` files + ``result.json`` into ``folder``; the maps keep their
+    dtype (uint8 when the run asked :func:`segment_volume` for ``maps_uint8``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ARRAYS:
         value = getattr(result, name)
         if value is None:
             continue
-        if name in MAP_ARRAYS and maps_uint8 and value.dtype != np.uint8:
-            value = _quantise(value)
         np.save(folder / f"{name}.npy", np.ascontiguousarray(value), allow_pickle=False)
     meta = {
         "ijk_to_ras": np.asarray(result.ijk_to_ras, dtype=float).tolist(),
@@ -80,7 +73,7 @@ def write_result(result, folder: str | Path, maps_uint8: bool = True) -> Path:
         "device": result.device,
         "timings": result.timings,
         "messages": result.messages,
-        "maps_uint8": bool(maps_uint8),
+        "maps_uint8": any(getattr(result, n) is not None and getattr(result, n).dtype == np.uint8 for n in MAP_ARRAYS),
     }
     (folder / "result.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder
@@ -168,7 +161,7 @@ def run(request_path: str | Path) -> int:
         )
         for text in result.messages:
             emit("message", text=text)
-        out = write_result(result, resolve(request.get("output", "result")), bool(request.get("maps_uint8", True)))
+        out = write_result(result, resolve(request.get("output", "result")))
         emit("done", output=str(out), timings=result.timings)
         return 0
     except MorseError as exc:
