@@ -388,10 +388,10 @@ class SegmentationLogic:
                     transaction, f"{base} rectified", inputVolume, result, ijk, runID, modelText, parentItem
                 )
             step(0.95)
+            step(1.0)  # the last point at which a cancel is honoured: after it the old results are removed
             # Everything new exists: only now remove what it replaces (a failed run above kept the old results).
             if request.replaceExisting:
                 outputs.replacedNodeNames = self._removePrevious(previous, target)
-            step(1.0)
         except BaseException:
             transaction.rollback()
             raise

@@ -169,3 +169,34 @@ def test_no_input_and_wrong_inputs(tinyPack):
         elsewhere.GetID(),
         transform.GetID(),
     )
+
+
+def _outputReports(logic, ct, tinyPack) -> int:
+    """How many times a run reports the "creating outputs" stage (one cancellation point each)."""
+    seen = []
+    logic.process(ct, model=str(tinyPack), progressCallback=lambda s, f: seen.append(s))
+    return seen.count("creating outputs")
+
+
+@pytest.mark.parametrize("how", ["cancelCallback", "progressCallback"])
+def test_cancelled_replace_at_every_output_step_keeps_the_previous_results(ct, tinyPack, how):
+    logic = MORSESegmentationLogic()
+    steps = _outputReports(logic, ct, tinyPack)  # also the earlier run whose results must survive
+    assert steps >= 5
+    before = sceneState()
+    for after in range(1, steps + 1):
+        progress, cancel = cancelAt("creating outputs", after)
+        if how == "progressCallback":
+            report = progress
+
+            def progress(stage, fraction, report=report, cancel=cancel):
+                report(stage, fraction)
+                if cancel():
+                    raise CancelledError()
+
+            cancel = None
+        with pytest.raises(CancelledError):
+            logic.process(
+                ct, model=str(tinyPack), progressCallback=progress, cancelCallback=cancel, replaceExisting=True
+            )
+        assert sceneState() == before, f"cancel at output step {after} of {steps}"
