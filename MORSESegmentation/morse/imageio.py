@@ -35,9 +35,16 @@ class LoadedImage:
 def case_name(path: str | Path) -> str:
     """Output folder name of an input: file name without image suffixes (``ct.nii.gz`` → ``ct``)."""
     name = Path(path).name
+    if name in ("", ".", ".."):  # "." or "..": the folder's own name, never a name that means the -o folder itself
+        name = Path(os.path.abspath(path)).name
     for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
-            return name[: -len(suffix)] or name
+            name = name[: -len(suffix)] or name
+            break
+    if name in ("", ".", "..") or name.startswith("."):
+        raise InputError(
+            f"{path}: cannot name an output folder after this input (got {name!r}); rename it or give its full path"
+        )
     return name
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import OutputError
 from ..geometry import AxisReorder, spacing_ijk
 from ..imageio import write_image
-from ..staging import publish_permissions, staging_dir
+from ..staging import publish, publish_permissions, staging_dir
 from .result import LabelInfo, SegmentationResult
 
 OUTPUT_FILES = (
@@ -155,7 +155,16 @@ def check_writable(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not overwrite:
         raise OutputError(f"{out_dir} already exists; pass --overwrite to replace it, or choose another -o folder")
     parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{parent} is a file, not a folder; give -o a folder (new or existing)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir} is a file; move it away or choose another -o folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the output folder {parent} ({exc.strerror}); choose another -o folder"
+        ) from exc
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{parent} is not writable; choose another output folder")
 
@@ -182,18 +191,7 @@ def write_case(
         write_preview(tmp / "preview.png", image, result)
         (tmp / "summary.json").write_text(json.dumps(summary(result, input_path), indent=2) + "\n", encoding="utf-8")
         publish_permissions(tmp)
-        if out_dir.exists():  # only reached with overwrite: swap in the complete new folder, then drop the old one
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            try:
-                out_dir.rename(old)
-                tmp.rename(out_dir)
-            except BaseException:  # interrupted between the two renames: put the user's folder back
-                if old.exists() and not out_dir.exists():
-                    old.rename(out_dir)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
+        publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

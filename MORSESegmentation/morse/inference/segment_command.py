@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from ..errors import MorseError, OutputError
 from ..geometry import spacing_ijk
 from ..imageio import case_name, read_image
 from ..modelpack import load_model_pack
+from ..staging import CaseLock, recover_leftovers, refuse_overlap
 from .outputs import check_writable, write_case
 from .pipeline import release_models, segment_volume
 
@@ -33,8 +35,24 @@ def run(args) -> int:
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise OutputError(f"several inputs share the case name(s) {sorted(duplicates)}; segment them separately")
-    for name in names:  # fail before any computation rather than after the first case
-        check_writable(out_root / name, args.overwrite)
+    protected = [("input", Path(p)) for p in args.inputs]
+    if pack.path is not None:
+        protected.append(("model pack", Path(pack.path)))
+    with contextlib.ExitStack() as locks:
+        for name in names:  # fail before any computation rather than after the first case
+            refuse_overlap(out_root / name, protected)
+            check_writable(out_root / name, args.overwrite)
+            locks.enter_context(CaseLock(out_root / name))
+            for note in recover_leftovers(out_root / name):
+                print(f"note: {note}")
+            check_writable(out_root / name, args.overwrite)  # a recovered folder counts as existing
+        failures = _segment_all(args, pack, out_root, names)
+    release_models()
+    return 1 if failures else 0
+
+
+def _segment_all(args, pack, out_root: Path, names: list[str]) -> int:
+    """Segment and write every input (its case folder locked by the caller); the number of failed cases."""
     failures = 0
     for path, name in zip(args.inputs, names):
         try:
@@ -63,8 +81,7 @@ def run(args) -> int:
         for message in result.messages:
             print(f"note: {message}")
         _report(out, result)
-    release_models()
-    return 1 if failures else 0
+    return failures
 
 
 def _progress_printer(name: str):

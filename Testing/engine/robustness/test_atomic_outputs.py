@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from morse.cli import main
+from morse import staging
 from morse.errors import CancelledError, OutputError
 from morse.geometry import ijk_to_ras_from_lps
 from morse.imageio import write_image
@@ -78,6 +79,7 @@ def test_interrupted_overwrite_keeps_the_existing_folder_intact(tmp_path, monkey
 def test_interrupt_between_the_two_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
     """The swap is two renames (old aside, new in); an interrupt between them must not lose the user's folder."""
     case = _existing_case(tmp_path / "out")
+    monkeypatch.setattr(staging, "_exchange", lambda a, b: False)  # the two-rename path of systems without exchange
     real_rename = Path.rename
 
     def rename(self, target):
