@@ -11,6 +11,7 @@ The rules that keep user data safe live here:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -100,10 +101,8 @@ class CaseLock:
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
             # Removed while still held, so a run that opened it meanwhile sees a different file and retries.
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
             os.close(self._fd)
             self._fd = None
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from morse.cli import main
 from morse import staging
+from morse.cli import main
 from morse.errors import CancelledError, OutputError
 from morse.geometry import ijk_to_ras_from_lps
 from morse.imageio import write_image

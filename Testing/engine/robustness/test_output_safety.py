@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from morse import staging
 from morse.cli import main
-from morse.errors import InputError, OutputError
+from morse.errors import InputError
 from morse.geometry import ijk_to_ras_from_lps
 from morse.imageio import case_name, write_image
 from morse.inference.outputs import OUTPUT_FILES
