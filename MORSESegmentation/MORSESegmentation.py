@@ -221,7 +221,8 @@ class MORSESegmentationTest(ScriptedLoadableModuleTest):
             self.assertEqual(tuple(shape), tuple(inputShape), node.GetName())
 
         reference = read_image(case_label_path(sampleData.SAMPLE_CASE)).array
-        recorded = pack.meta["metrics"]["refined"]["per_organ"]
+        # Packs evaluated on other data record the sample CT's own numbers under "self_test".
+        recorded = pack.meta.get("self_test", pack.meta["metrics"])["refined"]["per_organ"]
         gated = [organ for organ, m in recorded.items() if m["dsc"] is not None and m["dsc"] >= self.GATE_FROM]
         self.assertGreaterEqual(len(gated), 3, f"too few well-segmented organs recorded in model.json: {recorded}")
         for organ, metrics in recorded.items():
