@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .fileutils import available_memory
 from .geometry import ijk_to_ras_from_lps, lps_geometry
 
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
@@ -118,7 +119,7 @@ def _check_header(path: Path) -> None:
             f"{path}: the header declares {shown} voxels ({_size_text(declared)}) but the file ({on_disk} bytes) "
             f"cannot hold them: it is truncated or its header is corrupt. Re-export or re-download it."
         )
-    available = _available_memory()
+    available = available_memory()
     if declared > available:
         raise InputError(
             f"{path}: the header declares {shown} voxels ({_size_text(declared)} as stored), more than the "
@@ -173,12 +174,6 @@ def _size_text(n: float) -> str:
         if n >= 0.1 * scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n / 1e6:.3g} MB"
-
-
-def _available_memory() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().available)
 
 
 def _check_dicom_slices(path: Path, files) -> None:

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..fileutils import total_memory
+
 log = logging.getLogger(__name__)
 
 
@@ -117,11 +119,7 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    try:
-        import psutil
-
-        mem = f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
-    except ImportError:
-        mem = ""
+    total = total_memory()
+    mem = f", {total / 2**30:.0f} GiB RAM" if total else ""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; Python {platform.python_version()}, torch {torch.__version__}"

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..fileutils import available_memory
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,6 @@ BYTES_F32 = 4
 CHUNK_BYTES = 64 << 20  # float32 working memory of one chunk of the 3D resampling (morse.inference.chunked)
 HEADROOM = 0.85  # plan to use at most this fraction of the available memory (the OS, caches, fragmentation)
 MIN_SLAB_FRACTION = 0.5  # the thinnest 3D slab core is this fraction of the window depth
-
-
-def available_memory() -> int:
-    """Bytes of memory available to this process now (psutil's ``available``: free + reclaimable caches)."""
-    import psutil
-
-    return int(psutil.virtual_memory().available)
 
 
 def size_text(n: float) -> str:

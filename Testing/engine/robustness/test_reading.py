@@ -139,7 +139,7 @@ def test_header_declaring_more_than_memory_is_refused(tmp_path, monkeypatch):
     import morse.imageio as imageio
 
     path = _write(tmp_path / "ct.nrrd", np.zeros((20, 30, 40), np.int16))
-    monkeypatch.setattr(imageio, "_available_memory", lambda: 10_000)
+    monkeypatch.setattr(imageio, "available_memory", lambda: 10_000)
     with pytest.raises(InputError) as err:
         read_image(path)
     assert str(err.value) == (
