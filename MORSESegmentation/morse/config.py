@@ -9,8 +9,10 @@ so an experiment states only what it changes.
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,13 +283,41 @@ def _dataclass_in(tp: Any) -> type | None:
     return None
 
 
+def field_types(cls: type) -> dict[str, Any]:
+    """The evaluated type of each field of dataclass ``cls``.
+
+    Not :func:`typing.get_type_hints`: with postponed annotations every type is a string, and Python 3.9 (the Python
+    of 3D Slicer 5.8) cannot evaluate the ``X | None`` in them, so ``|`` is rewritten as ``typing.Union`` first.
+    """
+    namespace = {"typing": typing, **vars(sys.modules[cls.__module__])}
+    types = {}
+    for f in dataclasses.fields(cls):
+        tp = f.type
+        if isinstance(tp, str):
+            tree = _UnionsToTyping().visit(ast.parse(tp, mode="eval"))
+            tp = eval(compile(ast.fix_missing_locations(tree), f"<{cls.__name__}.{f.name}>", "eval"), namespace)
+        types[f.name] = tp
+    return types
+
+
+class _UnionsToTyping(ast.NodeTransformer):
+    # camel case: the method name ast.NodeTransformer dispatches binary operators to
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        node = self.generic_visit(node)
+        if not isinstance(node.op, ast.BitOr):
+            return node
+        union = ast.Attribute(value=ast.Name(id="typing", ctx=ast.Load()), attr="Union", ctx=ast.Load())
+        members = ast.Tuple(elts=[node.left, node.right], ctx=ast.Load())
+        return ast.copy_location(ast.Subscript(value=union, slice=members, ctx=ast.Load()), node)
+
+
 def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys are an error that names the key and the allowed ones."""
     if data is None:
         return None
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
