@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InputError
 from .fileutils import available_memory
 from .geometry import ijk_to_ras_from_lps, lps_geometry
+from .image_integrity import check_image_file, refuse_blocking_data
 
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
@@ -70,7 +71,13 @@ def _read_sitk(path: Path):
         _check_dicom_slices(path, files)
         reader.SetFileNames(files)
         return reader.Execute()
-    _check_header(path)
+    refuse_blocking_data(path)
+    try:
+        _check_header(path)
+    except RuntimeError:  # ITK could not read the header: a damaged stream, if it is one, says more than ITK
+        check_image_file(path)
+        raise
+    check_image_file(path)  # after the header checks: their messages are the more specific ones
     return sitk.ReadImage(str(path))
 
 
