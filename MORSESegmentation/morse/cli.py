@@ -24,6 +24,17 @@ COMMANDS = {
 }
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment",
@@ -45,7 +56,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "--uncertainty", dest="uncertainty", action="store_true", default=True, help="write the uncertainty map"
     )
     p.add_argument("--no-uncertainty", dest="uncertainty", action="store_false", help="skip the uncertainty map")
-    p.add_argument("--gating-stride", type=int, default=2, help="grid stride of the gating maps (default 2)")
+    p.add_argument("--gating-stride", type=_positive_int, default=2, help="grid stride of the gating maps (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same case")
 
 
@@ -54,7 +65,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<config name>)")
-    p.add_argument("--iterations", type=int, help="override train.iterations")
+    p.add_argument("--iterations", type=_positive_int, help="override train.iterations")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 

@@ -98,3 +98,12 @@ def test_outputs_and_packs_get_ordinary_permissions(trained_rings, ct_file, tmp_
     assert stat.S_IMODE(case.stat().st_mode) == 0o755  # not mkdtemp's private 0700
     assert {stat.S_IMODE(p.stat().st_mode) for p in case.iterdir()} == {0o644}
     assert {stat.S_IMODE(p.stat().st_mode) for p in pack.iterdir()} == {0o644}
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "two"])
+def test_gating_stride_must_be_a_positive_whole_number(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "o"), "--gating-stride", value])
+    assert exit_.value.code == 2
+    assert f"argument --gating-stride: must be a whole number of at least 1, got '{value}'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
