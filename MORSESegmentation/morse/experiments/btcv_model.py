@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..modelpack import DEFAULT_MODEL_ID, models_dir
 from .default_model import install, metrics_block
-from .runs import Job, hardware, run_jobs
+from .runs import Job, evaluate_job, hardware, run_jobs
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "configs" / "btcv" / "unet2d-morse.yaml"
@@ -32,22 +32,6 @@ INTENDED_USE = (
 )
 
 
-def _evaluate(pack: Path, data: str, split: str, cache: Path) -> dict:
-    from ..evaluation.evaluate_command import evaluate
-
-    if cache.is_file() and json.loads(cache.read_text(encoding="utf-8")).get("_weights_mtime") == _mtime(pack):
-        return json.loads(cache.read_text(encoding="utf-8"))
-    report = evaluate(str(pack), data, split=split, units="mm", convention="default", device="cpu")
-    report.pop("_case_metrics", None)
-    report["_weights_mtime"] = _mtime(pack)
-    cache.write_text(json.dumps(report, indent=1, default=lambda o: None), encoding="utf-8")
-    return json.loads(cache.read_text(encoding="utf-8"))
-
-
-def _mtime(pack: Path) -> float:
-    return (pack / "model.safetensors").stat().st_mtime
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/btcv-synapse8", help="the btcv-synapse8 nnU-Net folder")
@@ -59,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     job = Job("btcv-morse", CONFIG, args.seed, Path(args.runs))
     run_jobs([job], parallel=1, threads=args.threads)
-    val = _evaluate(job.pack, args.data, VALIDATION, job.out / "evaluation-val.json")
-    test = _evaluate(job.pack, args.data, "test", job.out / "evaluation-test.json")
-    sample = _evaluate(job.pack, SAMPLE_DATA, "test", job.out / "evaluation-sample.json")
+    val = evaluate_job(job, args.data, job.out / "evaluation-val.json", split=VALIDATION)
+    test = evaluate_job(job, args.data, job.out / "evaluation-test.json")
+    sample = evaluate_job(job, SAMPLE_DATA, job.out / "evaluation-sample.json")
     metrics = metrics_block(test)
     metrics.update(data="BTCV abdomen CT (Synapse-8 labels), TransUNet's 12 test cases", reference="manual labels")
     validation = metrics_block(val)

@@ -86,8 +86,8 @@ def job_wall_time(job: Job) -> float | None:
         return None
 
 
-def evaluate_job(job: Job, data: str, cache: Path) -> dict:
-    """Evaluation report of a job's model pack on the test split (cached as JSON next to the run)."""
+def evaluate_job(job: Job, data: str, cache: Path, split: str = "test") -> dict:
+    """Evaluation report of a job's model pack on ``split`` (cached as JSON next to the run)."""
     from ..evaluation.evaluate_command import evaluate
 
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def evaluate_job(job: Job, data: str, cache: Path) -> dict:
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if cached.get("_weights_mtime") == weights:
             return cached
-    report = evaluate(str(job.pack), data, split="test", units="mm", convention="default", device="cpu")
+    report = evaluate(str(job.pack), data, split=split, units="mm", convention="default", device="cpu")
     report.pop("_case_metrics", None)
     report["_weights_mtime"] = weights
     cache.write_text(json.dumps(report, indent=1, default=_nan_safe), encoding="utf-8")
