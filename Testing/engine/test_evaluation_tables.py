@@ -178,6 +178,18 @@ def test_evaluate_paper_convention_in_voxels(tmp_path, monkeypatch):
                                                                       "asd": 0.0}  # fmt: skip
 
 
+def test_evaluate_variants_score_one_inference_pass_in_every_convention(tmp_path, monkeypatch):
+    root, _ = _dataset(tmp_path)
+    calls = []
+    _fake_engine(monkeypatch, calls)
+    both = evaluate_command.evaluate("default", str(root), variants=(("mm", "default"), ("voxel", "paper")))
+    assert len(calls) == 2 and list(both["variants"]) == ["voxel/paper"]  # mm/default is the main summary
+    alone = evaluate_command.evaluate("default", str(root), units="voxel", convention="paper")
+    for output in ("coarse", "refined"):
+        assert both["variants"]["voxel/paper"][output] == alone["summary"][output]
+    assert both["variants"]["voxel/paper"]["coarse"] != both["summary"]["coarse"]
+
+
 def test_evaluate_errors(tmp_path, monkeypatch):
     root, _ = _dataset(tmp_path)
     _fake_engine(monkeypatch, [])

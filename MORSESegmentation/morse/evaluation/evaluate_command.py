@@ -97,8 +97,14 @@ def evaluate(
     units: str = "mm",
     convention: str = "default",
     device: str = "auto",
+    variants: tuple[tuple[str, str], ...] = (),
 ) -> dict:
-    """Run the evaluation and return a JSON-ready report (see :func:`write_report` for the files)."""
+    """Run the evaluation and return a JSON-ready report (see :func:`write_report` for the files).
+
+    variants: further ``(units, convention)`` pairs scored on the same predictions, so one inference pass gives
+    e.g. our mm/default table and the paper's voxel/paper one; their summaries go under ``report["variants"]``
+    keyed ``"units/convention"``.
+    """
     from ..data.convert import resolve_dataset
     from ..data.readers import load_case, read_dataset, select_split
     from ..inference.pipeline import segment_volume
@@ -116,6 +122,7 @@ def evaluate(
 
     per_case: list[dict] = []
     metrics: dict[str, list[CaseMetrics]] = {o: [] for o in OUTPUTS}
+    extra = {f"{u}/{c}": {o: [] for o in OUTPUTS} for u, c in variants if (u, c) != (units, convention)}
     pairs = match_labels(model_labels, dataset_names) if model_labels else None
     model_id = model_version = device_used = ""
     if units == "mm" and any(c.format.startswith("synapse") for c in cases):
@@ -154,6 +161,11 @@ def evaluate(
             )
             metrics[output].append(cm)
             entry[output] = cm.to_dict()
+            for key, scored in extra.items():
+                u, c = key.split("/")
+                scored[output].append(
+                    compute_metrics(pred, label, classes, spacing=spacing, units=u, convention=c, name=case.name)
+                )
         entry["changed_voxels"] = int(np.count_nonzero(result.labels != result.coarse_labels))
         per_case.append(entry)
     if not per_case:
@@ -177,6 +189,7 @@ def evaluate(
         "device_used": device_used,
         "classes": [{"name": n, "model_value": mv, "dataset_value": dv} for n, mv, dv in pairs],
         "summary": summaries,
+        "variants": {key: {o: summarize(scored[o], class_names) for o in OUTPUTS} for key, scored in extra.items()},
         "per_case": per_case,
         "wall_time_s": time.perf_counter() - t0,
         "_case_metrics": metrics,

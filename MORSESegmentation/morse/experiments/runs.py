@@ -34,9 +34,11 @@ class Job:
     wall_time_s: float | None = None
     extra: dict = field(default_factory=dict)
 
+    pack_dir: Path | None = None  # an already trained pack (e.g. the shipped model) instead of ``out/model``
+
     @property
     def pack(self) -> Path:
-        return self.out / "model"
+        return self.pack_dir or self.out / "model"
 
     @property
     def done(self) -> bool:
@@ -86,17 +88,24 @@ def job_wall_time(job: Job) -> float | None:
         return None
 
 
-def evaluate_job(job: Job, data: str, cache: Path, split: str = "test") -> dict:
-    """Evaluation report of a job's model pack on ``split`` (cached as JSON next to the run)."""
+def evaluate_job(
+    job: Job, data: str, cache: Path, split: str = "test", variants: tuple[tuple[str, str], ...] = ()
+) -> dict:
+    """Evaluation report of a job's model pack on ``split`` (cached as JSON next to the run); ``variants`` as in
+    :func:`morse.evaluation.evaluate_command.evaluate`."""
     from ..evaluation.evaluate_command import evaluate
 
     cache.parent.mkdir(parents=True, exist_ok=True)
     weights = (job.pack / "model.safetensors").stat().st_mtime
     if cache.is_file():
         cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("_weights_mtime") == weights:
+        if cached.get("_weights_mtime") == weights and all(
+            f"{u}/{c}" in cached.get("variants", {}) or (u, c) == ("mm", "default") for u, c in variants
+        ):
             return cached
-    report = evaluate(str(job.pack), data, split=split, units="mm", convention="default", device="cpu")
+    report = evaluate(
+        str(job.pack), data, split=split, units="mm", convention="default", device="cpu", variants=variants
+    )
     report.pop("_case_metrics", None)
     report["_weights_mtime"] = weights
     cache.write_text(json.dumps(report, indent=1, default=_nan_safe), encoding="utf-8")
