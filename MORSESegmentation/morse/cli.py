@@ -58,6 +58,21 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-uncertainty", dest="uncertainty", action="store_false", help="skip the uncertainty map")
     p.add_argument("--gating-stride", type=_positive_int, default=2, help="grid stride of the gating maps (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same case")
+    _add_postprocess(p)
+
+
+def _add_postprocess(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--postprocess",
+        dest="postprocess",
+        action="store_true",
+        default=None,
+        help="anatomical post-processing: each organ in one piece, inside the body, of a plausible size (default: "
+        "as the model pack says, on unless it turns it off)",
+    )
+    p.add_argument(
+        "--no-postprocess", dest="postprocess", action="store_false", help="keep the network's labels as they are"
+    )
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +94,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--convention", default="default", choices=["default", "paper"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("-o", "--out", metavar="DIR", help="write the tables (markdown + CSV) here")
+    _add_postprocess(p)
 
 
 def _add_fetch(sub: argparse._SubParsersAction) -> None:

@@ -98,12 +98,14 @@ def evaluate(
     convention: str = "default",
     device: str = "auto",
     variants: tuple[tuple[str, str], ...] = (),
+    postprocess: bool | None = None,
 ) -> dict:
     """Run the evaluation and return a JSON-ready report (see :func:`write_report` for the files).
 
     variants: further ``(units, convention)`` pairs scored on the same predictions, so one inference pass gives
     e.g. our mm/default table and the paper's voxel/paper one; their summaries go under ``report["variants"]``
     keyed ``"units/convention"``.
+    postprocess: the anatomical post-processing of both outputs (None: as the model pack says).
     """
     from ..data.convert import resolve_dataset
     from ..data.readers import load_case, read_dataset, select_split
@@ -125,6 +127,7 @@ def evaluate(
     extra = {f"{u}/{c}": {o: [] for o in OUTPUTS} for u, c in variants if (u, c) != (units, convention)}
     pairs = match_labels(model_labels, dataset_names) if model_labels else None
     model_id = model_version = device_used = ""
+    postprocessed = False
     if units == "mm" and any(c.format.startswith("synapse") for c in cases):
         log.warning("the Synapse npz/h5 files carry no voxel size: 'mm' distances on them are in voxels")
     t0 = time.perf_counter()
@@ -139,9 +142,17 @@ def evaluate(
             image = image[0]
         log.info("[%d/%d] %s %s", n, len(cases), case.name, "×".join(map(str, image.shape)))
         result = segment_volume(
-            image, ijk_to_ras, model=pack, device=device, refine=True, gating=False, uncertainty=False
+            image,
+            ijk_to_ras,
+            model=pack,
+            device=device,
+            refine=True,
+            gating=False,
+            uncertainty=False,
+            postprocess=postprocess,
         )
         model_id, model_version, device_used = result.model_id, result.model_version, result.device
+        postprocessed = bool(getattr(result, "postprocess", {}).get("enabled"))
         if pairs is None:
             pairs = match_labels(result.labels_info, dataset_names)
         classes = {data_value: name for name, _, data_value in pairs}
@@ -187,6 +198,7 @@ def evaluate(
         "convention": convention,
         "device": device,
         "device_used": device_used,
+        "postprocess": postprocessed,
         "classes": [{"name": n, "model_value": mv, "dataset_value": dv} for n, mv, dv in pairs],
         "summary": summaries,
         "variants": {key: {o: summarize(scored[o], class_names) for o in OUTPUTS} for key, scored in extra.items()},
@@ -228,6 +240,8 @@ def render_report(report: dict) -> tuple[str, str]:
         ),
         "- means: per organ over the cases where it is defined, then over organs; organs absent from every "
         "reference show as –",
+        "- anatomical post-processing (one piece per organ, inside the body, plausible size): "
+        + ("on" if report.get("postprocess") else "off"),
     ]
     for output in OUTPUTS:
         fps = {c: n for c, n in report["summary"][output].get("false_positives", {}).items() if n}
@@ -292,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
         units=args.units,
         convention=args.convention,
         device=args.device,
+        postprocess=getattr(args, "postprocess", None),
     )
     md, _ = render_report(report)
     print(md)

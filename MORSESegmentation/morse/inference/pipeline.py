@@ -29,6 +29,7 @@ from ..geometry import AxisReorder
 from ..heads.point_ops import uncertainty
 from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
+from .anatomy import is_hounsfield, postprocess_volume, settings_from_pack
 from .chunked import dominant_expert, quantize_unit_uint8, resize_linear_into, resize_nearest_into
 from .label_resize import upsampled_labels
 from .memory import plan_inference
@@ -218,6 +219,7 @@ def segment_volume(
     cancel: CancelCheck | None = None,
     name: str = "input",
     maps_uint8: bool = False,
+    postprocess: bool | None = None,
 ) -> SegmentationResult:
     """Segment ``volume (K, J, I)`` with IJK→RAS ``ijk_to_ras (4, 4)``.
 
@@ -235,6 +237,9 @@ def segment_volume(
         name: what messages call the volume (``morse segment`` passes the file name).
         maps_uint8: return the gate and uncertainty maps as uint8 ``round(value·255)`` (what the Slicer module
             stores) instead of float32 0..1: a quarter of the memory, and less time writing them.
+        postprocess: anatomical post-processing (:mod:`morse.inference.anatomy`: one piece per organ, inside the
+            body, of a plausible size) of the refined and the coarse labels alike; None: as the model pack says (on
+            unless its ``inference.postprocess`` turns it off). What it removed is in ``result.postprocess``.
 
     Returns:
         :class:`SegmentationResult` with every array on the input's grid (KJI) and the same ``ijk_to_ras``;
@@ -312,6 +317,18 @@ def segment_volume(
     report("finishing", 1.0)
     with stage(timings, "postprocess"):
         arrays = outputs.arrays
+        settings = settings_from_pack(pack)
+        if postprocess is not None:
+            settings.enabled = bool(postprocess)
+        post = postprocess_volume(
+            volume,
+            ijk_to_ras,
+            [arrays["labels"], arrays["coarse"]],
+            pack.labels,
+            settings,
+            hounsfield=is_hounsfield(pack.preprocessing.intensity),
+        )
+        messages += post.messages
         result = SegmentationResult(
             labels=arrays["labels"],
             coarse_labels=arrays["coarse"],
@@ -324,6 +341,10 @@ def segment_volume(
             model_version=pack.version,
             device=run.device_name,
             messages=messages,
+            postprocess={
+                "enabled": settings.enabled,
+                "removed": {organ: change.to_dict() for organ, change in post.changes.items()},
+            },
         )
         if result.gating is not None:
             result.dominant_expert = dominant_expert(result.gating)

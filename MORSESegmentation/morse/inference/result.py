@@ -38,6 +38,9 @@ class SegmentationResult:
     ijk_to_ras:      (4, 4) float64, the input's IJK→RAS matrix (unchanged).
     labels_info:     the model's classes (background excluded).
     timings:         seconds per stage ("load", "preprocess", "network", "refine", "maps", "postprocess", "total").
+    postprocess:     the anatomical post-processing: ``{"enabled": bool, "removed": {organ: ml removed and why}}``
+                     (:mod:`morse.inference.anatomy`; applied to ``labels`` and ``coarse_labels`` alike).
+    domain:          the checks of the input against the model's domain (:mod:`morse.inference.domain`).
     """
 
     labels: np.ndarray
@@ -53,6 +56,8 @@ class SegmentationResult:
     device: str = "cpu"
     timings: dict[str, float] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    postprocess: dict = field(default_factory=dict)
+    domain: dict = field(default_factory=dict)
 
     @property
     def changed(self) -> np.ndarray:

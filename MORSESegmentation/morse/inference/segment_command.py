@@ -68,6 +68,7 @@ def _segment_all(args, pack, out_root: Path, names: list[str]) -> int:
                 gating=args.gating,
                 uncertainty=args.uncertainty,
                 gating_stride=args.gating_stride,
+                postprocess=getattr(args, "postprocess", None),
                 progress=_progress_printer(name),
                 name=str(path),
             )
