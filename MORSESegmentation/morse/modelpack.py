@@ -32,7 +32,7 @@ from typing import Any
 
 from .config import IntensityConfig, ModelConfig, PreprocessingConfig, from_dict, to_dict
 from .errors import ConfigError, ModelPackError
-from .inference.result import LabelInfo
+from .labels import LabelInfo, labels_from_json, labels_to_json
 from .staging import publish_permissions, staging_dir
 
 SCHEMA_VERSION = 1
@@ -142,39 +142,11 @@ class ModelPack:
         return model.eval().to(device)
 
 
-def _code(value, what: str) -> tuple[str, str, str] | None:
-    """A terminology code ``[scheme, value, meaning]`` (three strings), or None when absent."""
-    if not value:
-        return None
-    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{what} must be [coding scheme, code value, code meaning], three strings")
-    return tuple(value)
-
-
 def _labels_from_json(items: list[dict]) -> list[LabelInfo]:
-    labels = []
-    for item in items:
-        try:
-            if not isinstance(item, dict):
-                raise TypeError("not an object")
-            value = item["value"]
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"value {value!r} is not an integer")
-            color = tuple(float(c) for c in item["color"])
-            if len(color) != 3 or not all(0.0 <= c <= 1.0 for c in color):
-                raise ValueError("color must be three numbers in 0..1 (red, green, blue)")
-            labels.append(
-                LabelInfo(
-                    value=value,
-                    name=str(item["name"]),
-                    color=color,
-                    category=_code(item.get("category"), "category"),
-                    type=_code(item.get("type"), "type"),
-                )
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelPackError(f"model.json: label entry {item!r:.200} is invalid ({exc})") from None
-    return labels
+    try:
+        return labels_from_json(items)
+    except ValueError as exc:
+        raise ModelPackError(f"model.json: {exc}") from None
 
 
 def resolve_model_path(model: str | Path) -> Path:
@@ -350,16 +322,7 @@ def save_model_pack(
             "description": description,
             "architecture": to_dict(model.cfg),
             "preprocessing": to_dict(preprocessing),
-            "labels": [
-                {
-                    "value": lab.value,
-                    "name": lab.name,
-                    "color": list(lab.color),
-                    "category": list(lab.category) if lab.category else None,
-                    "type": list(lab.type) if lab.type else None,
-                }
-                for lab in labels
-            ],
+            "labels": labels_to_json(labels),
             "inference": inference or {},
             "training": training or {},
             "metrics": metrics or {},

@@ -12,7 +12,7 @@ from morse.config import (
     PreprocessingConfig,
     SMoEConfig,
 )
-from morse.inference.result import LabelInfo
+from morse.labels import LabelInfo
 from morse.train.volumes import TrainingVolume, to_model_grid
 
 LABELS = [LabelInfo(1, "disc", (0.9, 0.2, 0.2)), LabelInfo(2, "ring", (0.2, 0.8, 0.2))]

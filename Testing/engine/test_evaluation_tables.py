@@ -20,7 +20,8 @@ import SimpleITK as sitk  # noqa: N813
 from morse.errors import DataError
 from morse.evaluation import evaluate_command
 from morse.evaluation.tables import render_case_markdown, render_csv, render_markdown, table_rows
-from morse.inference.result import LabelInfo, SegmentationResult
+from morse.inference.result import SegmentationResult
+from morse.labels import LabelInfo
 from morse.metrics import compute_metrics, summarize
 from scipy import ndimage
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from morse.inference.result import LabelInfo
+from morse.labels import LabelInfo
 
 TINY_LABELS = [
     LabelInfo(

@@ -6,7 +6,7 @@ kidney, 5 liver, 6 pancreas, 7 spleen, 8 stomach; 0 background) — see ``docs/m
 Colours are those of 3D Slicer's ``GenericAnatomyColors`` table for the same organs (RGB scaled to 0..1; Slicer gives
 both kidneys the same colour). Terminology: SNOMED-CT, category "Anatomical Structure" (123037004) and one type per
 organ. The kidneys use the laterality-specific concepts (right kidney 9846003, left kidney 18639004), because
-:class:`~morse.inference.result.LabelInfo` has no modifier field; 64033007 is "Kidney" without side.
+:class:`~morse.labels.LabelInfo` has no modifier field; 64033007 is "Kidney" without side.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..inference.result import LabelInfo
+from ..labels import LabelInfo
 
 ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
 

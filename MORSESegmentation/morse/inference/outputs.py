@@ -17,8 +17,9 @@ import numpy as np
 from ..errors import OutputError
 from ..geometry import AxisReorder, spacing_ijk
 from ..imageio import write_image
+from ..labels import LabelInfo
 from ..staging import publish, publish_permissions, staging_dir
-from .result import LabelInfo, SegmentationResult
+from .result import SegmentationResult
 
 OUTPUT_FILES = (
     "segmentation.nii.gz",

@@ -6,20 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass
-class LabelInfo:
-    """One output class: label value, name, display colour (RGB 0..1) and SNOMED-CT terminology codes.
-
-    ``category``/``type`` are (coding scheme, code value, code meaning) triplets, e.g.
-    ``("SCT", "10200004", "Liver")``.
-    """
-
-    value: int
-    name: str
-    color: tuple[float, float, float]
-    category: tuple[str, str, str] | None = None
-    type: tuple[str, str, str] | None = None
+from ..labels import LabelInfo
 
 
 @dataclass
@@ -40,7 +27,9 @@ class SegmentationResult:
     timings:         seconds per stage ("load", "preprocess", "network", "refine", "maps", "postprocess", "total").
     postprocess:     the anatomical post-processing: ``{"enabled": bool, "removed": {organ: ml removed and why}}``
                      (:mod:`morse.inference.anatomy`; applied to ``labels`` and ``coarse_labels`` alike).
-    domain:          the checks of the input against the model's domain (:mod:`morse.inference.domain`).
+    domain:          the checks of the input against the model's domain (:mod:`morse.inference.domain`):
+                     ``{"truncated": {organ: sides}, "stats": {...}, "findings": [...]}``.
+    intended_use:    the model pack's statement of what it is for (show it with every result).
     """
 
     labels: np.ndarray
@@ -58,11 +47,28 @@ class SegmentationResult:
     messages: list[str] = field(default_factory=list)
     postprocess: dict = field(default_factory=dict)
     domain: dict = field(default_factory=dict)
+    intended_use: str = ""
 
     @property
     def changed(self) -> np.ndarray:
         """(K, J, I) bool: voxels whose refined label differs from the coarse label."""
         return self.labels != self.coarse_labels
+
+    def confidence(self) -> dict[str, float]:
+        """Mean 1 − uncertainty over each non-empty organ's voxels (0..1), or {} without the uncertainty map."""
+        if self.uncertainty is None:
+            return {}
+        from scipy import ndimage
+
+        scale = 255.0 if self.uncertainty.dtype == np.uint8 else 1.0
+        boxes = ndimage.find_objects(self.labels)  # per-organ boxes: no volume-sized temporaries
+        out = {}
+        for info in self.labels_info:
+            if info.value <= len(boxes) and boxes[info.value - 1] is not None:
+                box = boxes[info.value - 1]
+                values = self.uncertainty[box][self.labels[box] == info.value]
+                out[info.name] = float(1.0 - values.mean(dtype=np.float64) / scale)
+        return out
 
     def volumes_ml(self, spacing_mm: tuple[float, float, float]) -> dict[str, float]:
         """Volume of each class in millilitres, given the voxel size in mm."""

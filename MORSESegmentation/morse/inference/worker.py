@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..labels import labels_from_json, labels_to_json
+
 EVENT_PREFIX = "MORSE-EVENT "
 MAP_ARRAYS = ("gating", "uncertainty")
 ARRAYS = ("labels", "coarse_labels", "gating", "dominant_expert", "uncertainty", "rectified")
@@ -64,10 +66,7 @@ def write_result(result, folder: str | Path) -> Path:
         np.save(folder / f"{name}.npy", np.ascontiguousarray(value), allow_pickle=False)
     meta = {
         "ijk_to_ras": np.asarray(result.ijk_to_ras, dtype=float).tolist(),
-        "labels_info": [
-            {"value": i.value, "name": i.name, "color": list(i.color), "category": i.category, "type": i.type}
-            for i in result.labels_info
-        ],
+        "labels_info": labels_to_json(result.labels_info),
         "model_id": result.model_id,
         "model_version": result.model_version,
         "device": result.device,
@@ -82,7 +81,7 @@ def write_result(result, folder: str | Path) -> Path:
 def read_result(folder: str | Path):
     """The :class:`SegmentationResult` written by :func:`write_result`. Maps stay uint8 (0..255 ↔ 0..1) if they
     were written so (``result.json`` ``maps_uint8``); nothing is unpickled."""
-    from .result import LabelInfo, SegmentationResult
+    from .result import SegmentationResult
 
     folder = Path(folder)
     meta = json.loads((folder / "result.json").read_text(encoding="utf-8"))
@@ -90,16 +89,7 @@ def read_result(folder: str | Path):
     for name in ARRAYS:
         path = folder / f"{name}.npy"
         arrays[name] = np.load(path, allow_pickle=False) if path.is_file() else None
-    labels_info = [
-        LabelInfo(
-            value=int(i["value"]),
-            name=str(i["name"]),
-            color=tuple(float(c) for c in i["color"]),
-            category=tuple(i["category"]) if i.get("category") else None,
-            type=tuple(i["type"]) if i.get("type") else None,
-        )
-        for i in meta["labels_info"]
-    ]
+    labels_info = labels_from_json(meta["labels_info"])
     return SegmentationResult(
         labels=arrays["labels"],
         coarse_labels=arrays["coarse_labels"],

@@ -6,7 +6,7 @@ import logging
 
 from ..config import ExperimentConfig
 from ..errors import DataError
-from ..inference.result import LabelInfo
+from ..labels import LabelInfo
 from .volumes import TrainingVolume, to_model_grid
 
 log = logging.getLogger(__name__)

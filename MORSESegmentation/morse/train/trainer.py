@@ -20,7 +20,7 @@ import torch
 from ..config import ExperimentConfig, to_dict
 from ..device import resolve_device
 from ..errors import ConfigError
-from ..inference.result import LabelInfo
+from ..labels import LabelInfo
 from ..losses import MorseLoss
 from ..model import MorseModel
 from ..modelpack import save_model_pack

@@ -9,7 +9,7 @@ from monai.inferers import sliding_window_inference
 from morse.config import BackboneConfig, ModelConfig, PointHeadConfig, PreprocessingConfig, SMoEConfig
 from morse.geometry import ijk_to_ras_from_lps
 from morse.inference.pipeline import segment_volume
-from morse.inference.result import LabelInfo
+from morse.labels import LabelInfo
 from morse.model import MorseModel
 from morse.modelpack import save_model_pack
 

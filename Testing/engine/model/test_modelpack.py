@@ -10,7 +10,7 @@ import pytest
 import torch
 from morse.config import ModelConfig, PreprocessingConfig
 from morse.errors import ModelPackError
-from morse.inference.result import LabelInfo
+from morse.labels import LabelInfo
 from morse.model import MorseModel
 from morse.modelpack import load_model_pack, save_model_pack
 from morse.train.checkpoint import load_checkpoint

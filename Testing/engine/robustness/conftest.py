@@ -21,7 +21,7 @@ def pack3d(tmp_path_factory):
         PreprocessingConfig,
         SMoEConfig,
     )
-    from morse.inference.result import LabelInfo
+    from morse.labels import LabelInfo
     from morse.model import MorseModel
     from morse.modelpack import save_model_pack
 
