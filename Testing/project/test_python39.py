@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from morse import config
+from sourceImports import imports
 
 SOURCE = Path(__file__).resolve().parents[2] / "MORSESegmentation"
 ENTRY_POINTS = ("MORSESegmentation", "morse.inference.worker", "morse.modelpack", "morse.imageio", "morse.config")
@@ -28,18 +29,9 @@ def _module_file(name: str) -> Path | None:
 
 
 def _imported_names(path: Path, name: str):
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                module = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            yield module
-            yield from (f"{module}.{alias.name}" for alias in node.names)
+    for module, names in imports(path, name):
+        yield module
+        yield from (f"{module}.{n}" for n in names)
 
 
 def _slicer_and_worker_files() -> list[Path]:

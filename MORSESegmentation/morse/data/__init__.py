@@ -5,9 +5,10 @@ Public API (imported lazily, so ``import morse.data`` does not pull in SimpleITK
 - :func:`data_root`, :func:`fetch` — the cache folder and the registry fetch (:mod:`morse.data.fetch`).
 - :func:`case_path`, :func:`case_label_path`, :func:`list_cases`, :class:`SampleCase` — named sample cases
   (:mod:`morse.data.cases`).
-- :class:`Case`, :func:`read_nnunet`, :func:`read_synapse`, :func:`read_filelist`, :func:`read_dataset`,
-  :func:`load_case` — dataset readers (:mod:`morse.data.readers`).
-- :func:`resolve_dataset`, :func:`build_registry_dataset` — ``registry:<name>`` datasets (:mod:`morse.data.convert`).
+- :class:`Case`, :func:`read_nnunet`, :func:`read_synapse`, :func:`read_filelist`, :func:`load_case` — dataset
+  readers of paths (:mod:`morse.data.readers`).
+- :func:`read_dataset`, :func:`resolve_dataset` — any dataset by folder, file list or ``registry:<name>``
+  (:mod:`morse.data.datasets`); :func:`build_registry_dataset` builds a registry dataset (:mod:`morse.data.convert`).
 - :data:`SYNAPSE8` — the 8 abdominal organs with values, colours and SNOMED-CT codes (:mod:`morse.data.synapse8`).
 """
 
@@ -28,9 +29,9 @@ _EXPORTS = {
     "read_nnunet": "readers",
     "read_synapse": "readers",
     "read_filelist": "readers",
-    "read_dataset": "readers",
+    "read_dataset": "datasets",
     "load_case": "readers",
-    "resolve_dataset": "convert",
+    "resolve_dataset": "datasets",
     "build_registry_dataset": "convert",
     "SYNAPSE8": "synapse8",
 }

@@ -606,11 +606,10 @@ def dataset_format(path: Path | str) -> str:
     raise DataError(f"{path}: not a dataset folder (expected dataset.json + imagesTr/, or train_npz/ / test_vol_h5/)")
 
 
-def read_dataset(spec: Path | str) -> list[Case]:
-    """Cases of any supported dataset: a folder, a file list, or ``registry:<name>`` (built on first use)."""
-    from .convert import resolve_dataset
-
-    path = resolve_dataset(str(spec))
+def read_dataset(path: Path | str) -> list[Case]:
+    """Cases of a dataset folder (nnU-Net/MSD or Synapse layout) or a file list. A ``registry:<name>`` dataset is
+    resolved one layer up, by :func:`morse.data.datasets.read_dataset`."""
+    path = Path(path)
     kind = dataset_format(path)
     return {"nnunet": read_nnunet, "synapse": read_synapse, "filelist": read_filelist}[kind](path)
 

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from ..config import BackboneConfig
 from .base import BackboneOutput
+from .transunet_weights import load_transunet_weights, resize_pos_embed
 
 DEFAULT_FEATURES = (64, 512, 256, 128, 64, 16)
 R50_UNITS = (3, 4, 9)
@@ -168,20 +169,6 @@ class ResNetTrunk(nn.Module):
         return x, skips
 
 
-def resize_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
-    """Learned position embeddings ``(1, gh·gw, C)`` of a ``old_grid`` token grid, bilinearly resized to ``new_grid``.
-
-    The tokens are row-major over the grid (row = image height). Bilinear with ``align_corners=False`` treats each token
-    as the centre of its cell, so a grid covering the same field of view at another density is sampled consistently.
-    """
-    if tuple(old_grid) == tuple(new_grid):
-        return pos
-    c = pos.shape[-1]
-    grid = pos.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bilinear", align_corners=False).to(pos.dtype)
-    return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c)
-
-
 class HybridViT(nn.Module):
     """ViT on the ResNet's 1/16 map: ``(B, cin, gh, gw)`` → tokens ``(B, gh·gw, hidden)`` after the final LayerNorm.
 
@@ -303,6 +290,4 @@ class TransUNetBackbone(nn.Module):
         Never downloads, never unpickles. Returns a one-line summary; raises :class:`morse.errors.ConfigError` for a
         missing, unreadable or incompatible file. See :mod:`morse.nets.transunet_weights`.
         """
-        from .transunet_weights import load_transunet_weights
-
         return load_transunet_weights(self, path)

@@ -15,7 +15,9 @@ Two formats, both read without unpickling (``numpy.load(allow_pickle=False)``, `
   to the backbone; tensors the file lacks keep their initialisation.
 
 Position embeddings for another token grid (e.g. the 14×14 grid of a 224-pixel checkpoint loaded into a 256-pixel
-model, 16×16) are resized bilinearly.
+model, 16×16) are resized bilinearly by :func:`resize_pos_embed`, which the network also uses for inputs of another
+size. This module knows the network only through the instance it is given, so :mod:`morse.nets.transunet` can import
+it without a cycle.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
 
 from ..errors import ConfigError
 
@@ -168,10 +172,22 @@ def state_from_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return raw
 
 
+def resize_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
+    """Learned position embeddings ``(1, gh·gw, C)`` of a ``old_grid`` token grid, bilinearly resized to ``new_grid``.
+
+    The tokens are row-major over the grid (row = image height). Bilinear with ``align_corners=False`` treats each token
+    as the centre of its cell, so a grid covering the same field of view at another density is sampled consistently.
+    """
+    if tuple(old_grid) == tuple(new_grid):
+        return pos
+    c = pos.shape[-1]
+    grid = pos.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bilinear", align_corners=False).to(pos.dtype)
+    return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c)
+
+
 def apply_state(backbone, state: dict[str, torch.Tensor], source: str) -> tuple[int, int]:
     """Copy ``state`` into ``backbone``; position embeddings of another grid are resized. Returns (loaded, total)."""
-    from .transunet import resize_pos_embed
-
     own = backbone.state_dict()
     unknown = sorted(k for k in state if k not in own)
     if unknown:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
-from morse.data import cases, convert, fetch_command, readers, synapse8
+from morse.data import cases, convert, datasets, fetch_command, readers, synapse8
 from morse.data.fetch import MARKER, fetch, is_fetched, source_dir
 from morse.data.sources import REQUIRED_SOURCES, SOURCES
 from morse.errors import DataError
@@ -184,7 +184,7 @@ def test_registry_dataset_is_built_once():
 
 
 def test_registry_mr_dataset():
-    found = readers.read_dataset("registry:abdomen-mr-synapse8")
+    found = datasets.read_dataset("registry:abdomen-mr-synapse8")
     assert [(c.name, c.subject, c.split) for c in found] == [("abdomen-mr-small", "B", "train")]
     _, label, m = readers.load_case(found[0])
     assert _counts(label) == COUNTS_B
