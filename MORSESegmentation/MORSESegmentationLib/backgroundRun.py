@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from morse.errors import CancelledError, MorseError
+from morse.inference.worker import EVENT_PREFIX
 
-EVENT_PREFIX = "MORSE-EVENT "
 MODULE_DIR = Path(__file__).resolve().parents[1]  # the folder that holds the ``morse`` package
 
 

@@ -166,7 +166,8 @@ def checkFolder(folder: str | Path, key: str | None = None) -> ModelCheck:
 
 def _fullCheck(folder: Path, key: str) -> ModelCheck:
     from morse.errors import MorseError
-    from morse.modelpack import load_model_pack, sha256_file
+    from morse.fileutils import sha256_file
+    from morse.modelpack import load_model_pack
 
     try:
         pack = load_model_pack(folder)

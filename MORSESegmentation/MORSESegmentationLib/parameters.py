@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from morse.device import CHOICES as DEVICE_CHOICES
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 @parameterNodeWrapper

@@ -13,6 +13,7 @@ import logging
 import sys
 
 from . import __version__
+from .device import CHOICES as DEVICE_CHOICES
 from .errors import MorseError
 
 COMMANDS = {
@@ -46,7 +47,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file or DICOM folder")
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder (one sub-folder per case)")
     p.add_argument("--model", default="default", help="'default' (shipped model) or a model pack folder")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--no-refine", dest="refine", action="store_false", help="skip the rendering head (coarse only)")
     p.add_argument(
         "--gating", dest="gating", action="store_true", default=True, help="write the experts' gating maps (default)"
@@ -82,7 +83,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<config name>)")
     p.add_argument("--iterations", type=_positive_int, help="override train.iterations")
     p.add_argument("--seed", type=int, help="override train.seed")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -92,7 +93,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="cases to evaluate: test (default), train, all, or a case name")
     p.add_argument("--units", default="mm", choices=["mm", "voxel"])
     p.add_argument("--convention", default="default", choices=["default", "paper"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("-o", "--out", metavar="DIR", help="write the tables (markdown + CSV) here")
     _add_postprocess(p)
 

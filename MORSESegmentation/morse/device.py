@@ -1,13 +1,19 @@
-"""Choosing the compute device, with a visible message whenever the request cannot be honoured."""
+"""Choosing the compute device, with a visible message whenever the request cannot be honoured.
+
+:data:`CHOICES` are the device names a user may give (command line, Slicer module); torch is imported only when a
+device is resolved, so the command line and the Slicer module can offer the choices without loading it.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +29,15 @@ class DeviceChoice:
     @property
     def name(self) -> str:
         if self.device.type == "cuda":
+            import torch
+
             return f"cuda ({torch.cuda.get_device_name(self.device)})"
         return self.device.type
 
 
 def _mps_available() -> bool:
+    import torch
+
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
@@ -35,6 +45,8 @@ def resolve_device(requested: str = "auto", spatial_dims: int = 2) -> DeviceChoi
     """``auto``: CUDA if present, else Apple MPS for 2D models, else CPU. An unavailable request falls back to CPU
     with a message (logged and returned) instead of failing. MPS is not used for 3D models (3D convolutions are not
     fully supported there)."""
+    import torch
+
     requested = (requested or "auto").strip().lower()
     index_text = requested[5:] if requested.startswith("cuda:") else "0"
     if (requested not in CHOICES and not requested.startswith("cuda:")) or not index_text.isdigit():

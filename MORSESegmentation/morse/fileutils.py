@@ -1,21 +1,76 @@
-"""Host memory of this machine, from the standard library alone.
+"""File utilities for every layer: hashing, sizes as text, atomic file and folder writes, and host memory.
 
-3D Slicer's bundled Python has no psutil and MORSE must not need a compiled package just to ask how much memory is
-free, so each platform is asked in its own way: ``/proc/meminfo`` and the cgroup v2 limit on Linux, ``vm_stat`` on
-macOS, ``GlobalMemoryStatusEx`` on Windows. This module imports nothing from MORSE, so any layer may use it.
+Host memory comes from the standard library alone: 3D Slicer's bundled Python has no psutil and MORSE must not need a
+compiled package just to ask how much memory is free, so each platform is asked in its own way: ``/proc/meminfo`` and
+the cgroup v2 limit on Linux, ``vm_stat`` on macOS, ``GlobalMemoryStatusEx`` on Windows. This module imports nothing
+from MORSE, so any layer may use it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 # Only used when the platform cannot be asked: low enough not to promise memory that may be missing, high enough
 # that an ordinary CT still passes the memory checks.
 FALLBACK_AVAILABLE = 4 << 30
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def size_text(n: float) -> str:
+    """Bytes as text in decimal units: ``"5.4 TB"``, ``"1.2 GB"``, ``"340 MB"``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9)):
+        if n >= 0.1 * scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 1e6:.3g} MB"
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write a file by calling ``write(temporary_path)`` and renaming the result to ``path``, so that readers see the
+    old file or the complete new one, never a partial one. The temporary file is a sibling (same file system, so the
+    rename is atomic) that keeps the file's name at its end (``.tmp-1a2b3c4d-label.nii.gz``: writers that choose the
+    format by the ending still see it); it is removed when ``write`` fails."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """:func:`write_atomic` for UTF-8 text."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def replace_folder(staged: str | Path, target: str | Path) -> Path:
+    """Move the complete folder ``staged`` to ``target`` (a sibling), replacing what was there: an old ``target`` is
+    first renamed aside and then deleted, so the final rename is atomic."""
+    staged, target = Path(staged), Path(target)
+    if target.exists():
+        trash = target.with_name(f".trash-{target.name}-{uuid.uuid4().hex[:8]}")
+        os.replace(target, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(staged, target)
+    return target
 
 
 def available_memory() -> int:

@@ -20,7 +20,6 @@ A pickle checkpoint (``.pt``/``.pth``/``.ckpt``) given as a model is refused, be
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from typing import Any
 
 from .config import IntensityConfig, ModelConfig, PreprocessingConfig, from_dict, to_dict
 from .errors import ConfigError, ModelPackError
+from .fileutils import replace_folder, sha256_file
 from .labels import LabelInfo, labels_from_json, labels_to_json
 from .staging import publish_permissions, staging_dir
 
@@ -48,14 +48,6 @@ def models_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[1] / "Resources" / "Models"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -330,9 +322,7 @@ def save_model_pack(
         }
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         publish_permissions(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

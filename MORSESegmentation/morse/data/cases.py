@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..fileutils import write_atomic, write_text_atomic
 from . import synapse8
 from .fetch import data_root, fetch_source, get_source, is_fetched, writable_dir
 
@@ -235,7 +236,7 @@ def case_label_path(name: str, fetch: bool = True) -> Path | None:
     except (OSError, ValueError):
         pass
     counts = _generate_label(case, root, out)
-    _atomic_write_text(info_path, json.dumps({**stamp, "voxels": counts}, indent=2) + "\n")
+    write_text_atomic(info_path, json.dumps({**stamp, "voxels": counts}, indent=2) + "\n")
     return out
 
 
@@ -296,18 +297,6 @@ def _generate_label(case: SampleCase, root: Path, out: Path) -> dict[str, int]:
     lab.SetOrigin(ref.GetOrigin())
     lab.SetSpacing(ref.GetSpacing())
     lab.SetDirection(ref.GetDirection())
-    tmp = out.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{out.name}")
-    try:
-        sitk.WriteImage(lab, str(tmp), True)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(out, lambda tmp: sitk.WriteImage(lab, str(tmp), True))
     counts = np.bincount(mapped.ravel(), minlength=len(synapse8.ORGANS) + 1)
     return {o: int(counts[v]) for o, v in synapse8.VALUES.items()}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..fileutils import replace_folder
 from . import synapse8
 from .cases import case_label_path, case_path, get_case
 from .fetch import get_source, writable_dir
@@ -110,11 +111,7 @@ def build_registry_dataset(name: str = "abdomen-ct-synapse8", *, force: bool = F
         staging = Path(tmp) / name
         meta = _write_dataset(spec, staging, images, labels, sources)
         (staging / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            trash = target.with_name(f".trash-{name}-{uuid.uuid4().hex[:8]}")
-            os.replace(target, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(staging, target)
+        replace_folder(staging, target)
     return target
 
 

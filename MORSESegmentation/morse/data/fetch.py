@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
+from ..fileutils import replace_folder, sha256_file
 from .sources import REQUIRED_SOURCES, SOURCES, Source
 
 log = logging.getLogger(__name__)
@@ -134,15 +135,6 @@ def is_fetched(source: Source | str, root: Path | None = None) -> bool:
 # verification
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_sha256(path: Path, expected: str, what: str = "") -> None:
     """Raise DataError (and delete ``path``) unless its sha256 is ``expected``.
 
@@ -224,7 +216,7 @@ def fetch_source(
                 "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (staging / source.target / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-            _install(staging / source.target, target)
+            replace_folder(staging / source.target, target)
     log.info("fetched %s (%d files) into %s", source.name, count, target)
     return target
 
@@ -444,16 +436,6 @@ def _deb_data_tar(path: Path) -> Iterator[tarfile.TarFile]:
         raise DataError(f"{path.name} uses zstd compression, which this Python cannot read; use a .deb with xz")
     with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
         yield tar
-
-
-def _install(staged: Path, target: Path) -> None:
-    """Move the complete ``staged`` folder to ``target``, replacing an incomplete or outdated one."""
-    if target.exists():
-        # An old/partial folder (no valid marker): move it aside first so the rename below is atomic.
-        trash = target.with_name(f".trash-{target.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(target, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(staged, target)
 
 
 @contextlib.contextmanager

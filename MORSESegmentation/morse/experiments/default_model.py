@@ -14,7 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..modelpack import DEFAULT_MODEL_ID, models_dir, sha256_file
+from ..fileutils import replace_folder, sha256_file
+from ..modelpack import DEFAULT_MODEL_ID, models_dir
 from ..staging import publish_permissions, staging_dir
 from .runs import Job, evaluate_job, hardware, run_jobs
 
@@ -68,9 +69,7 @@ def install(job: Job, report: dict, target: Path) -> Path:
     shutil.copyfile(weights, tmp / "model.safetensors")
     (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     publish_permissions(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    replace_folder(tmp, target)
     return target
 
 

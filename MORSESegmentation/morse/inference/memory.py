@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..fileutils import available_memory
+from ..fileutils import available_memory, size_text
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ BYTES_F32 = 4
 CHUNK_BYTES = 64 << 20  # float32 working memory of one chunk of the 3D resampling (morse.inference.chunked)
 HEADROOM = 0.85  # plan to use at most this fraction of the available memory (the OS, caches, fragmentation)
 MIN_SLAB_FRACTION = 0.5  # the thinnest 3D slab core is this fraction of the window depth
-
-
-def size_text(n: float) -> str:
-    """Bytes as decimal text: ``"1.2 GB"``, ``"340 MB"``."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9)):
-        if n >= 0.1 * scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n / 1e6:.3g} MB"
 
 
 @dataclass

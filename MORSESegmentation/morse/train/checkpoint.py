@@ -3,20 +3,18 @@ anything but tensors and plain containers (no code runs while loading)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelPackError
+from ..fileutils import write_atomic
 
 
 def save_checkpoint(path: str | Path, model, optimizer, **extra) -> None:
     """Model and optimizer state plus ``extra`` (plain data), written atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra}, tmp)
-    os.replace(tmp, path)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra}
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path, model, optimizer=None, map_location="cpu") -> dict:

@@ -66,7 +66,7 @@ def test_corrupted_or_truncated_weights_are_refused(pack):
     with pytest.raises(ModelPackError, match="sha256"):
         load_model_pack(path).build()
     # a truncated file whose checksum was "fixed" is still refused, by the safetensors reader
-    from morse.modelpack import sha256_file
+    from morse.fileutils import sha256_file
 
     meta = json.loads((path / "model.json").read_text())
     meta["weights"]["sha256"] = sha256_file(weights)

@@ -12,10 +12,11 @@ import pytest
 import torch
 from morse.device import DeviceChoice, resolve_device
 from morse.errors import ConfigError, InputError, ModelPackError
+from morse.fileutils import sha256_file
 from morse.inference import memory
 from morse.inference import pipeline as pipeline_module
 from morse.inference.pipeline import segment_volume
-from morse.modelpack import load_model_pack, sha256_file
+from morse.modelpack import load_model_pack
 from synthetic import LPS_1MM, ring_slices
 
 

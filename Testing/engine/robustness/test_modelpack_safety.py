@@ -11,7 +11,8 @@ import shutil
 import pytest
 import torch
 from morse.errors import ModelPackError
-from morse.modelpack import load_model_pack, sha256_file
+from morse.fileutils import sha256_file
+from morse.modelpack import load_model_pack
 
 
 class _Exploit:
