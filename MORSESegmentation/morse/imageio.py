@@ -1,6 +1,12 @@
 """Reading and writing images with their geometry (SimpleITK): NIfTI, NRRD, MHA and DICOM series folders.
 
 Arrays are KJI; geometry is an IJK→RAS matrix (see :mod:`morse.geometry`).
+
+This is the one image reader of MORSE: inference (:func:`read_image`) and the dataset readers
+(:func:`read_sitk_image`, through :mod:`morse.data.readers`) apply the same checks, so training data passes exactly
+the checks that ``morse segment`` applies. DICOM: a folder must hold one series, with evenly spaced slices; a folder
+with several series is refused with their identifiers and file counts (the series to use is chosen by giving a
+folder that holds only it).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .fileutils import available_memory
+from .fileutils import available_memory, size_text
 from .geometry import ijk_to_ras_from_lps, lps_geometry
 from .image_integrity import check_image_file, refuse_blocking_data
 
@@ -50,7 +56,7 @@ def case_name(path: str | Path) -> str:
     return name
 
 
-def _read_sitk(path: Path):
+def _read_sitk(path: Path, allow_2d: bool = False):
     import SimpleITK as sitk  # noqa: N813
 
     if path.is_dir():
@@ -64,8 +70,10 @@ def _read_sitk(path: Path):
         if not series:
             raise InputError(f"{path}: a folder with no DICOM series in it; give an image file or a DICOM folder")
         if len(series) > 1:
+            counts = ", ".join(f"{s} ({len(reader.GetGDCMSeriesFileNames(str(path), s))} files)" for s in series)
             raise InputError(
-                f"{path}: holds {len(series)} DICOM series; put each series in its own folder and segment one at a time"
+                f"{path}: holds {len(series)} DICOM series; put each series in its own folder and give that folder "
+                f"(series instance UIDs: {counts})"
             )
         files = reader.GetGDCMSeriesFileNames(str(path), series[0])
         _check_dicom_slices(path, files)
@@ -73,7 +81,7 @@ def _read_sitk(path: Path):
         return reader.Execute()
     refuse_blocking_data(path)
     try:
-        _check_header(path)
+        _check_header(path, allow_2d)
     except RuntimeError:  # ITK could not read the header: a damaged stream, if it is one, says more than ITK
         check_image_file(path)
         raise
@@ -86,11 +94,11 @@ def _read_sitk(path: Path):
 _GZIP_MAX_RATIO = 1100
 
 
-def _check_header(path: Path) -> None:
+def _check_header(path: Path, allow_2d: bool = False) -> None:
     """Refuse, from the header alone and before any voxel memory is allocated, what cannot be a volume: other than 3
     dimensions (or 4 with one time point), complex voxels, and declared sizes that the file cannot hold or this
     computer cannot store. (Several components per voxel are read; :func:`morse.inference.validation.validate_volume`
-    refuses them as input.)"""
+    refuses them as input.) ``allow_2d``: a 2D image passes (dataset readers stack it into a one-slice volume)."""
     import SimpleITK as sitk  # noqa: N813
 
     reader = sitk.ImageFileReader()
@@ -99,7 +107,7 @@ def _check_header(path: Path) -> None:
     size = tuple(int(s) for s in reader.GetSize())
     dims = len(size)
     shown = "×".join(map(str, size))
-    if dims == 2:
+    if dims == 2 and not allow_2d:
         raise InputError(
             f"{path}: a 2D image ({shown} pixels); MORSE segments volumes (NIfTI, NRRD, MHA, DICOM series). "
             f"Save the slice as a one-slice 3D volume: 2D models segment single slices."
@@ -110,7 +118,7 @@ def _check_header(path: Path) -> None:
             f"or several echoes). MORSE segments one 3D volume: extract one first (in 3D Slicer: load it as a "
             f"sequence and save the frame you want; in Python: SimpleITK.Extract)."
         )
-    if dims not in (3, 4):
+    if dims not in (2, 3, 4):
         raise InputError(f"{path}: a {dims}D image ({shown}); MORSE segments 3D volumes")
     components = int(reader.GetNumberOfComponents())
     pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
@@ -123,14 +131,14 @@ def _check_header(path: Path) -> None:
     holds = _capacity(path, on_disk)
     if holds is not None and declared > holds:
         raise InputError(
-            f"{path}: the header declares {shown} voxels ({_size_text(declared)}) but the file ({on_disk} bytes) "
+            f"{path}: the header declares {shown} voxels ({size_text(declared)}) but the file ({on_disk} bytes) "
             f"cannot hold them: it is truncated or its header is corrupt. Re-export or re-download it."
         )
     available = available_memory()
     if declared > available:
         raise InputError(
-            f"{path}: the header declares {shown} voxels ({_size_text(declared)} as stored), more than the "
-            f"{_size_text(available)} of memory available. Crop or down-sample the volume first (or check the header: "
+            f"{path}: the header declares {shown} voxels ({size_text(declared)} as stored), more than the "
+            f"{size_text(available)} of memory available. Crop or down-sample the volume first (or check the header: "
             f"it may be corrupt)."
         )
 
@@ -173,14 +181,6 @@ def _pixel_bytes(pixel: str) -> int:
         if f"{bits}-bit" in pixel:
             return bits // 8
     return 8
-
-
-def _size_text(n: float) -> str:
-    """Bytes as text in decimal units ("5.4 TB", "1.2 GB", "300 MB")."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9)):
-        if n >= 0.1 * scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n / 1e6:.3g} MB"
 
 
 def _check_dicom_slices(path: Path, files) -> None:
@@ -240,6 +240,18 @@ def _itk_detail(text: str, path: Path) -> str:
 
 def read_image(path: str | Path) -> LoadedImage:
     """Read an image file or DICOM series folder; raises :class:`InputError` with what to do on failure."""
+    path = _readable(path)
+    return _reading(path, lambda: from_sitk(_read_sitk(path), path))
+
+
+def read_sitk_image(path: str | Path, allow_2d: bool = False):
+    """The ``SimpleITK.Image`` (LPS geometry, as stored) of an image file or DICOM series folder, after the same
+    checks as :func:`read_image`; ``allow_2d`` lets a 2D image through. Raises :class:`InputError`."""
+    path = _readable(path)
+    return _reading(path, lambda: _read_sitk(path, allow_2d))
+
+
+def _readable(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
@@ -247,8 +259,13 @@ def read_image(path: str | Path) -> LoadedImage:
         raise InputError(f"{path}: not a regular file or folder (a device or pipe?); give an image file")
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: not readable (check the file permissions)")
+    return path
+
+
+def _reading(path: Path, read):
+    """``read()``, with SimpleITK's errors turned into an :class:`InputError` that says what is supported."""
     try:
-        return from_sitk(_read_sitk(path), path)
+        return read()
     except InputError:
         raise
     except Exception as exc:  # SimpleITK raises RuntimeError with ITK's text for every I/O problem

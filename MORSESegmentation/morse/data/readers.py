@@ -40,11 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, InputError
+from ..geometry import ijk_to_ras_from_lps
+from ..imageio import read_sitk_image
 
 log = logging.getLogger(__name__)
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 IMAGE_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 _GEOMETRY_ATOL_MM = 1e-3
 
@@ -93,44 +94,19 @@ def _sitk():
 
 
 def read_image(path: Path | str):
-    """Read an image file or a DICOM series folder with SimpleITK (returns ``SimpleITK.Image``, LPS geometry).
-
-    A folder with several DICOM series: the series with the most files is read (and the choice is logged).
-    """
-    sitk = _sitk()
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"image {path} does not exist")
+    """Read an image file or a DICOM series folder (returns ``SimpleITK.Image``, LPS geometry) with the checks and the
+    DICOM policy of :func:`morse.imageio.read_image`: a folder with several series is refused, naming them (give the
+    folder of the series to use). 2D images are read (:func:`load_case` stacks them into one-slice volumes). Any
+    problem is a :class:`DataError`."""
     try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(path))
-            if not series:
-                raise DataError(f"{path} is a folder but holds no DICOM series")
-            files_per_series = {s: reader.GetGDCMSeriesFileNames(str(path), s) for s in series}
-            best = max(series, key=lambda s: len(files_per_series[s]))
-            if len(series) > 1:
-                log.warning(
-                    "%s holds %d DICOM series; reading %s (%d files)",
-                    path,
-                    len(series),
-                    best,
-                    len(files_per_series[best]),
-                )
-            reader.SetFileNames(files_per_series[best])
-            return reader.Execute()
-        return sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise DataError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from exc
+        return read_sitk_image(path, allow_2d=True)
+    except InputError as exc:
+        raise DataError(str(exc)) from None
 
 
 def ijk_to_ras_of(image) -> np.ndarray:
     """4×4 IJK→RAS matrix (float64) of a 3D ``SimpleITK.Image``."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    m = np.eye(4)
-    m[:3, :3] = direction @ np.diag(np.asarray(image.GetSpacing(), dtype=np.float64))
-    m[:3, 3] = image.GetOrigin()
-    return LPS_TO_RAS @ m
+    return ijk_to_ras_from_lps(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
 
 
 def _as_3d(image):

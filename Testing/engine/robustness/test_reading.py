@@ -173,3 +173,27 @@ def test_dicom_series_complete_missing_or_repeated_slices(tmp_path, dicom_series
     (mixed / "other").rmdir()
     with pytest.raises(InputError, match="holds 2 DICOM series; put each series in its own folder"):
         read_image(mixed)
+
+
+def test_datasets_read_dicom_with_the_same_rules(tmp_path, dicom_series):
+    """The dataset reader applies the checks of :func:`read_image`: training data passes exactly what ``morse segment``
+    accepts, and a folder with several series is refused, naming them, instead of one being picked."""
+    from morse.data.readers import read_image as read_dataset_image
+    from morse.errors import DataError
+
+    image = (np.arange(3 * 8 * 8).reshape(3, 8, 8) % 97).astype(np.int16)
+    good = dicom_series(tmp_path / "good", image, [0.0, 2.5, 5.0])
+    assert np.array_equal(sitk.GetArrayFromImage(read_dataset_image(good)), read_image(good).array)
+    mixed = tmp_path / "mixed"
+    dicom_series(mixed, image, [0.0, 2.5, 5.0])
+    dicom_series(mixed / "other", image[:2], [0.0, 2.5], series_uid="9.9.9")
+    for f in (mixed / "other").iterdir():
+        f.rename(mixed / f"b{f.name}")
+    (mixed / "other").rmdir()
+    with pytest.raises(InputError) as inference_error:
+        read_image(mixed)
+    with pytest.raises(DataError) as data_error:
+        read_dataset_image(mixed)
+    assert str(data_error.value) == str(inference_error.value)
+    assert "holds 2 DICOM series; put each series in its own folder and give that folder" in str(data_error.value)
+    assert "9.9.9 (2 files)" in str(data_error.value) and "(3 files)" in str(data_error.value)
