@@ -57,7 +57,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "--uncertainty", dest="uncertainty", action="store_true", default=True, help="write the uncertainty map"
     )
     p.add_argument("--no-uncertainty", dest="uncertainty", action="store_false", help="skip the uncertainty map")
-    p.add_argument("--gating-stride", type=_positive_int, default=2, help="grid stride of the gating maps (default 2)")
+    p.add_argument(
+        "--gating-stride",
+        type=_positive_int,
+        default=None,
+        help="grid stride of the gating maps (default: the model pack's inference.gating_stride)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same case")
     _add_postprocess(p)
 

@@ -222,7 +222,6 @@ class DataConfig:
     dataset: str = "registry:abdomen-ct-synapse8"
     format: Literal["nnunet", "synapse", "filelist"] = "nnunet"
     train_cases: list[str] | None = None
-    val_cases: list[str] | None = None
     patch_size: list[int] = field(default_factory=lambda: [160, 160])
     foreground_fraction: float = 0.67
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -243,10 +242,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA only
     channels_last: bool = True  # 2D: NHWC memory format (about 1.3× faster convolutions on CPU)
     grad_clip: float | None = 12.0
-    num_workers: int = 0
     log_every: int = 20
     checkpoint_every: int = 250
-    val_every: int = 0
 
 
 @dataclass
@@ -393,7 +390,3 @@ def load_experiment(path: str | Path, overrides: dict | None = None) -> Experime
         return from_dict(ExperimentConfig, tree)
     except TypeError as exc:  # wrong value shapes that dataclass construction rejects
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def model_config_from_dict(data: dict) -> ModelConfig:
-    return from_dict(ModelConfig, data, "model")

@@ -107,3 +107,29 @@ def test_gating_stride_must_be_a_positive_whole_number(value, tmp_path, capsys):
     assert exit_.value.code == 2
     assert f"argument --gating-stride: must be a whole number of at least 1, got '{value}'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag, expected", [([], 4), (["--gating-stride", "3"], 3)])
+def test_gating_stride_is_the_packs_unless_given(trained_rings, ct_file, tmp_path, monkeypatch, flag, expected):
+    import shutil
+
+    from morse.inference import pipeline
+
+    _, pack = trained_rings
+    path, _, _ = ct_file
+    own = tmp_path / "pack"
+    shutil.copytree(pack, own)
+    meta = json.loads((own / "model.json").read_text())
+    meta["inference"] = {**meta.get("inference", {}), "gating_stride": 4}
+    (own / "model.json").write_text(json.dumps(meta))
+    seen = []
+    plan = pipeline.plan_inference
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["gating_stride"])
+        return plan(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "plan_inference", spy)
+    out = tmp_path / "o"
+    assert main(["segment", str(path), "-o", str(out), "--model", str(own), "--device", "cpu", *flag]) == 0
+    assert seen == [expected]

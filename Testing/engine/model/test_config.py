@@ -44,6 +44,14 @@ def test_unknown_keys_and_bad_choices_are_named(tmp_path):
         load_experiment(cfg)
 
 
+@pytest.mark.parametrize("section, key", [("data", "val_cases"), ("train", "num_workers"), ("train", "val_every")])
+def test_settings_that_do_nothing_are_refused(tmp_path, section, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"extends: {CONFIGS / 'presets' / 'fast.yaml'}\n{section}:\n  {key}: 1\n")
+    with pytest.raises(ConfigError, match=rf"^{section}: unknown setting\(s\) {key}; allowed: "):
+        load_experiment(path)
+
+
 def test_extends_merges_and_null_switches_heads_off(tmp_path):
     (tmp_path / "base.yaml").write_text("model:\n  num_classes: 5\n  features: {expert_dim: 32}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\nmodel:\n  point_head: null\n  features: null\n")
