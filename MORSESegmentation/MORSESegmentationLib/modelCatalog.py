@@ -4,9 +4,9 @@ A model pack is a folder with ``model.json`` and ``model.safetensors`` (see ``mo
 through the engine's :func:`morse.modelpack.load_model_pack` and the weights' sha256, so the message a user sees
 here is the one a run would give. Pickle checkpoints (``.pt``/``.pth``...) are refused, never loaded.
 
-``morse.modelpack`` imports torch. Before the dependencies are installed (first start of the extension) the list
-of bundled models is read from the ``model.json`` files alone and a folder from disk is only pre-checked; the full
-check happens when torch is there.
+Until PyTorch is installed (first start of the extension) the list of bundled models is read from the ``model.json``
+files alone and a folder from disk is only pre-checked (its ``model.json`` read as JSON); the full check above runs
+once torch is there.
 """
 
 from __future__ import annotations

@@ -190,10 +190,6 @@ def markOutput(node, role: str, runID: str, inputVolume, model: str = "") -> Non
     node.SetNodeReferenceID(INPUT_REFERENCE_ROLE, inputVolume.GetID())
 
 
-def isMorseOutput(node) -> bool:
-    return bool(node is not None and node.GetAttribute(OUTPUT_ATTRIBUTE))
-
-
 def outputsOfVolume(inputVolume, scene=None) -> list:
     """Every node MORSE created for ``inputVolume`` (any run), in scene order."""
     scene = scene or slicer.mrmlScene
@@ -320,7 +316,8 @@ def addMaskSegment(segmentationNode, mask: np.ndarray, ijkToRas: np.ndarray, nam
 def storedMap(values: np.ndarray, asUint8: bool) -> np.ndarray:
     """A map in [0, 1] as stored in its volume node: uint8 0..255 (value × 255, rounded) or float32 0..1.
 
-    ``values`` may already be uint8 0..255 (the background worker quantises before sending), which is kept as is.
+    ``values`` may already be uint8 0..255 (the engine quantises them when the run asks for ``maps_uint8``, as the
+    background worker does), which is kept as is.
     """
     values = np.asarray(values)
     if values.dtype == np.uint8:

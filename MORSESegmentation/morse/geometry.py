@@ -90,10 +90,6 @@ class AxisReorder:
         flip = tuple(flips_ijk[2 - t] for t in range(3))
         return cls(transpose=transpose, flip=flip, shape=tuple(int(s) for s in shape[-3:]))
 
-    @property
-    def is_identity(self) -> bool:
-        return self.transpose == (0, 1, 2) and not any(self.flip)
-
     def apply(self, array: np.ndarray) -> np.ndarray:
         """Reorient the last three (KJI) axes of ``array``; leading axes (channels) are kept. Returns a view."""
         lead = array.ndim - 3

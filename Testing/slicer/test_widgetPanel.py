@@ -1,6 +1,6 @@
 """The panel's control flow (MORSESegmentationLib.widget) with fake widgets and real MRML nodes.
 
-Real Qt is not available here: the widgets are the plain-Python fakes of fakeWidgets.py (built from the .ui), the
+Real Qt is not available here: the widgets are the plain-Python fakes of slicerFakes.py (built from the .ui), the
 parameter-node ↔ widget binding (connectGui) is not exercised, and the background worker is a fake that replays the
 worker protocol around an in-process engine run (the real worker process is tested in test_backgroundRun.py).
 """

@@ -70,11 +70,9 @@ def recode(labels: np.ndarray, pairs: list[tuple[str, int, int]]) -> np.ndarray:
 
 
 def _load_pack(model: str):
-    """Load the model pack once for all cases when the engine offers it; otherwise let the pipeline load it."""
-    try:
-        from ..modelpack import load_model_pack
-    except ImportError:  # pragma: no cover - the pipeline accepts the string as well
-        return model
+    """The model pack, loaded once for all cases."""
+    from ..modelpack import load_model_pack
+
     return load_model_pack(model)
 
 

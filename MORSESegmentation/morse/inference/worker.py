@@ -18,7 +18,7 @@ Request (JSON, written by the caller)::
 
 Result folder: ``labels.npy``, ``coarse_labels.npy`` (uint8), and when computed ``gating.npy`` (N, K, J, I),
 ``dominant_expert.npy``, ``uncertainty.npy``, ``rectified.npy``, plus ``result.json`` (labels, model id/version,
-device, timings, messages, map dtype). Read it back with :func:`read_result`.
+device, timings, messages; the maps' dtype is that of their ``.npy``). Read it back with :func:`read_result`.
 
 Progress goes to stdout as one JSON object per line, each prefixed with ``MORSE-EVENT``::
 
@@ -44,7 +44,6 @@ import numpy as np
 from ..labels import labels_from_json, labels_to_json
 
 EVENT_PREFIX = "MORSE-EVENT "
-MAP_ARRAYS = ("gating", "uncertainty")
 ARRAYS = ("labels", "coarse_labels", "gating", "dominant_expert", "uncertainty", "rectified")
 
 
@@ -72,15 +71,14 @@ def write_result(result, folder: str | Path) -> Path:
         "device": result.device,
         "timings": result.timings,
         "messages": result.messages,
-        "maps_uint8": any(getattr(result, n) is not None and getattr(result, n).dtype == np.uint8 for n in MAP_ARRAYS),
     }
     (folder / "result.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return folder
 
 
 def read_result(folder: str | Path):
-    """The :class:`SegmentationResult` written by :func:`write_result`. Maps stay uint8 (0..255 ↔ 0..1) if they
-    were written so (``result.json`` ``maps_uint8``); nothing is unpickled."""
+    """The :class:`SegmentationResult` written by :func:`write_result`. Maps keep the dtype they were written in
+    (uint8 0..255 ↔ 0..1 when the request asked for ``maps_uint8``); nothing is unpickled."""
     from .result import SegmentationResult
 
     folder = Path(folder)

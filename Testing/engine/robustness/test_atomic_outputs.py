@@ -14,7 +14,8 @@ from morse.geometry import ijk_to_ras_from_lps
 from morse.imageio import write_image
 from morse.inference import outputs as outputs_module
 from morse.inference.outputs import OUTPUT_FILES, write_case
-from morse.inference.result import LabelInfo, SegmentationResult
+from morse.inference.result import SegmentationResult
+from morse.labels import LabelInfo
 from synthetic import ring_slices
 
 
