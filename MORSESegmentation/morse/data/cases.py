@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path

@@ -18,11 +18,9 @@ per case, split per case, organs present per case, and provenance (sdist name, s
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 

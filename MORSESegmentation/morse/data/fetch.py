@@ -20,7 +20,6 @@ already holds the extracted data.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
