@@ -89,25 +89,28 @@ def job_wall_time(job: Job) -> float | None:
 
 
 def evaluate_job(
-    job: Job, data: str, cache: Path, split: str = "test", variants: tuple[tuple[str, str], ...] = ()
+    job: Job, data: str, cache: Path, split: str = "test", variants: tuple[tuple[str, str], ...] = (), **options
 ) -> dict:
-    """Evaluation report of a job's model pack on ``split`` (cached as JSON next to the run); ``variants`` as in
-    :func:`morse.evaluation.evaluate_command.evaluate`."""
+    """Evaluation report of a job's model pack on ``split`` (cached as JSON next to the run); ``variants`` and
+    ``options`` (e.g. ``postprocess=False``) as in :func:`morse.evaluation.evaluate_command.evaluate`."""
     from ..evaluation.evaluate_command import evaluate
 
     cache.parent.mkdir(parents=True, exist_ok=True)
     weights = (job.pack / "model.safetensors").stat().st_mtime
     if cache.is_file():
         cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("_weights_mtime") == weights and all(
-            f"{u}/{c}" in cached.get("variants", {}) or (u, c) == ("mm", "default") for u, c in variants
+        if (
+            cached.get("_weights_mtime") == weights
+            and cached.get("_options") == options
+            and all(f"{u}/{c}" in cached.get("variants", {}) or (u, c) == ("mm", "default") for u, c in variants)
         ):
             return cached
     report = evaluate(
-        str(job.pack), data, split=split, units="mm", convention="default", device="cpu", variants=variants
+        str(job.pack), data, split=split, units="mm", convention="default", device="cpu", variants=variants, **options
     )
     report.pop("_case_metrics", None)
     report["_weights_mtime"] = weights
+    report["_options"] = options
     cache.write_text(json.dumps(report, indent=1, default=_nan_safe), encoding="utf-8")
     return json.loads(cache.read_text(encoding="utf-8"))
 

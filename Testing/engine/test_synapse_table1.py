@@ -1,0 +1,49 @@
+"""The Table 1 report of morse.experiments.synapse_table1: means and spreads over seeds, refinement deltas."""
+
+from __future__ import annotations
+
+from morse.experiments.ablation import ORGANS
+from morse.experiments.synapse_table1 import invented, refinement_vs_seed_noise, scored, table
+
+
+def _summary(dsc: float, hd: float, fp: int = 0) -> dict:
+    return {
+        "per_class": {o: {"dsc": dsc, "hd95": hd} for o in ORGANS},
+        "mean": {"dsc": dsc, "hd95": hd},
+        "false_positives": {o: (fp if o == "liver" else 0) for o in ORGANS},
+        "cases": 12,
+    }
+
+
+def _entry(row: str, seed: int, coarse: float, refined: float, fp: int = 0) -> dict:
+    scores = {"mm/default": {"coarse": _summary(coarse, 20.0, fp), "refined": _summary(refined, 10.0, fp)}}
+    return {"row": row, "seed": seed, "parameters": 1e6, "training_wall_time_s": 600.0,
+            "test": {"scores": scores}, "validation": {"scores": scores}}  # fmt: skip
+
+
+def test_rows_average_their_seeds_with_the_spread():
+    results = {
+        "b1": _entry("backbone", 1, 0.60, 0.60),
+        "b2": _entry("backbone", 2, 0.70, 0.70),
+        "m1": _entry("morse", 1, 0.65, 0.69, fp=3),
+    }
+    lines = table(results, "test", "mm/default").splitlines()
+    assert lines[2].startswith("| (a) UNet (backbone alone) | 2 | coarse | 65.0 ± 7.1 | 20.0 ± 0.0 | 65.0 |")
+    assert lines[5].startswith("| (e) MORSE (SMoE + IAR) | 1 | refined | 69.0 | 10.0 | 69.0 |")
+    notes = refinement_vs_seed_noise(results)
+    assert "(e) MORSE (SMoE + IAR): refined − coarse +4.0 mean DSC points" in notes
+    assert "seed spread, (a) UNet (backbone alone) coarse: standard deviation 7.1 DSC points" in notes
+    assert "| `m1` | 3 | 3 |" in invented(results)
+
+
+def test_scored_keeps_every_scoring_and_writes_undefined_values_as_null():
+    report = {
+        "units": "mm",
+        "convention": "default",
+        "summary": {"coarse": {**_summary(0.5, float("nan")), "counts": {}}, "refined": _summary(0.6, 3.0)},
+        "variants": {"voxel/paper": {"coarse": _summary(0.4, 2.0), "refined": _summary(0.5, 1.0)}},
+    }
+    out = scored(report)
+    assert list(out) == ["mm/default", "voxel/paper"]
+    assert out["mm/default"]["coarse"]["mean"]["hd95"] is None and "counts" not in out["mm/default"]["coarse"]
+    assert out["voxel/paper"]["refined"]["mean"]["dsc"] == 0.5
