@@ -360,6 +360,7 @@ class SegmentationLogic:
                             f"MORSE gate weight of expert {k + 1} (0..1; the weights of all experts sum to 1 in each "
                             f"voxel). Model {modelText}.",
                             inputVolume,
+                            visibleFrom=1.0 / result.gating.shape[0],
                         )
                     )
                     out.markOutput(node, out.Role.GATING, runID, inputVolume, modelText)
@@ -377,6 +378,7 @@ class SegmentationLogic:
                         "MORSE point uncertainty: 1 - (p_max - p_second) of the coarse class probabilities "
                         f"(0 = certain, 1 = two classes equally likely). Model {modelText}.",
                         inputVolume,
+                        visibleFrom=out.UNCERTAINTY_VISIBLE_FROM,
                     )
                 )
                 out.markOutput(node, out.Role.UNCERTAINTY, runID, inputVolume, modelText)

@@ -38,6 +38,10 @@ EXPERT_RAMPS = (
     ("vtkMRMLColorTableNodeMagenta", (1.0, 0.0, 1.0)),
 )
 UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLColorTableNodeIron"
+# Maps are drawn only from these values up (lower ones are transparent in the slice views): almost every voxel of an
+# uncertainty map is ≈ 0, and a gate below its fair share (1/N) says only that another expert leads; drawn, both would
+# cover the CT in the ramp's dark end.
+UNCERTAINTY_VISIBLE_FROM = 0.05
 RECTIFIED_COLOR = (1.0, 0.85, 0.0)
 CHANGED_COLOR = (1.0, 0.0, 1.0)
 
@@ -260,8 +264,10 @@ def createSegmentationNode(name: str, referenceVolume):
     that editing and DICOM SEG export use the input's voxels)."""
     node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
+    # Transform first: the geometry is computed from the volume's grid into the segmentation's own coordinates, so
+    # under the same parent transform it is the input's local grid; set before, the transform would count twice.
     node.SetAndObserveTransformNodeID(referenceVolume.GetTransformNodeID())
+    node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
     return node
 
 
@@ -337,8 +343,10 @@ def createMapVolume(
     asUint8: bool,
     description: str,
     referenceVolume,
+    visibleFrom: float = 0.0,
 ):
-    """A scalar volume for a map in [0, 1] with a colour table and a window covering exactly 0..1.
+    """A scalar volume for a map in [0, 1] with a colour table and a window covering exactly 0..1; values below
+    ``visibleFrom`` (0..1) are transparent in the slice views (the display node's threshold).
 
     With ``asUint8`` the voxels hold round(value × 255) (a quarter of the float32 memory; resolution 1/255 ≈ 0.004,
     far below what the eye or a threshold would use); the scale is written into the node description and the
@@ -355,5 +363,9 @@ def createMapVolume(
     display = node.GetDisplayNode()
     display.SetAndObserveColorNodeID(colorNodeID)
     display.SetAutoWindowLevel(False)
-    display.SetWindowLevelMinMax(0.0, 255.0 if asUint8 else 1.0)
+    full = 255.0 if asUint8 else 1.0
+    display.SetWindowLevelMinMax(0.0, full)
+    if visibleFrom > 0:
+        display.SetApplyThreshold(True)
+        display.SetThreshold(visibleFrom * full, full)
     return node

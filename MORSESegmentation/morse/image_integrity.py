@@ -4,6 +4,10 @@ ITK zero-fills a compressed stream that ends early, passes a stream whose CRC fa
 file into 0: each would be segmented silently as if it were a real scan. These checks read the file once, in chunks
 (constant memory), and raise :class:`InputError` with what is wrong. Header files that point at a data file
 (``.nhdr``, ``.mhd``) must point at regular files, since a pipe or device would block the reader forever.
+
+The same blindness holds when writing: ITK reports no error when the disk fills or a file-size limit cuts a file
+short. :func:`verify_written_image` reads back the header and compares the stored data length with what was written,
+without decompressing the voxels (the gzip trailer records the stream's length).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 _CHUNK = 1 << 22
 # NIfTI datatype codes of floating-point voxels: (numpy type, bytes per voxel)
@@ -159,3 +163,56 @@ def _check_detached_data(path: Path) -> None:
                 f"{path}: its data file {target} is not a regular file (a pipe or device?); give an image whose data "
                 f"is stored in a file"
             )
+
+
+def verify_written_image(path: Path, shape_kji: tuple[int, ...], components: int, data_bytes: int) -> None:
+    """Raise :class:`OutputError` unless ``path`` (``.nii.gz``, ``.nii`` or a ``.nrrd``) holds a readable header of
+    the written array (``shape_kji``, ``components`` per voxel) and all ``data_bytes`` of its voxel data."""
+    import SimpleITK as sitk  # noqa: N813
+
+    def fail(why: str) -> OutputError:
+        return OutputError(f"{path}: writing failed ({why}); is the disk full or a file-size limit set?")
+
+    try:
+        size = path.stat().st_size
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+    except (OSError, RuntimeError) as exc:
+        raise fail(f"the header cannot be read back: {str(exc).strip().splitlines()[-1][:160]}") from None
+    stored = tuple(reversed(reader.GetSize()))
+    if stored != tuple(shape_kji) or reader.GetNumberOfComponents() != components:
+        raise fail(f"it holds {stored} × {reader.GetNumberOfComponents()}, not {tuple(shape_kji)} × {components}")
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        header = b""
+        with gzip.open(path, "rb") as f:
+            header = f.read(352)
+        layout = _nifti_layout(header, path)
+        expected = (layout[0] if layout else 0) + data_bytes
+        stored_length = _gzip_length(path, size)
+        if stored_length != expected % 2**32:
+            raise fail(f"the compressed stream is cut short ({size} bytes on disk)")
+    elif name.endswith(".nrrd"):
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        end = head.find(b"\n\n")
+        encoding = re.search(rb"^encoding:\s*(\S+)", head[:end], re.MULTILINE)
+        if end < 0 or encoding is None:
+            raise fail("no complete NRRD header")
+        if encoding.group(1) in (b"gzip", b"gz"):
+            if _gzip_length(path, size) != data_bytes % 2**32:
+                raise fail(f"the compressed voxel data is cut short ({size} bytes on disk)")
+        elif encoding.group(1) == b"raw" and size != end + 2 + data_bytes:
+            raise fail(f"{size - end - 2} of {data_bytes} bytes of voxel data")
+    elif name.endswith(".nii") and size < 352 + data_bytes:
+        raise fail(f"{size} of at least {352 + data_bytes} bytes")
+
+
+def _gzip_length(path: Path, size: int) -> int | None:
+    """The uncompressed length (mod 2³²) that a gzip file's trailer records, or None if it is too short."""
+    if size < 18:
+        return None
+    with open(path, "rb") as f:
+        f.seek(size - 4)
+        return struct.unpack("<I", f.read(4))[0]

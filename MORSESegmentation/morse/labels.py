@@ -5,7 +5,7 @@ This module imports nothing from MORSE, so every layer (model packs, data, infer
 JSON form of one class::
 
     {"value": 1, "name": "liver", "color": [r, g, b] (0..1),
-     "category": [scheme, code value, code meaning] | null, "type": [...] | null}
+     "category": [scheme, code value, code meaning] | null, "type": [...] | null, "modifier": [...] (optional)}
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 class LabelInfo:
     """One output class: label value, name, display colour (RGB 0..1) and SNOMED-CT terminology codes.
 
-    ``category``/``type`` are (coding scheme, code value, code meaning) triplets, e.g.
-    ``("SCT", "10200004", "Liver")``.
+    ``category``/``type``/``modifier`` are (coding scheme, code value, code meaning) triplets, e.g.
+    ``("SCT", "10200004", "Liver")``; ``modifier`` qualifies the type as Slicer's anatomy list does (the kidney is
+    type "Kidney" with modifier "Left" or "Right").
     """
 
     value: int
@@ -26,6 +27,7 @@ class LabelInfo:
     color: tuple[float, float, float]
     category: tuple[str, str, str] | None = None
     type: tuple[str, str, str] | None = None
+    modifier: tuple[str, str, str] | None = None
 
 
 def labels_to_json(labels: list[LabelInfo]) -> list[dict]:
@@ -37,6 +39,7 @@ def labels_to_json(labels: list[LabelInfo]) -> list[dict]:
             "color": list(lab.color),
             "category": list(lab.category) if lab.category else None,
             "type": list(lab.type) if lab.type else None,
+            **({"modifier": list(lab.modifier)} if lab.modifier else {}),
         }
         for lab in labels
     ]
@@ -63,6 +66,7 @@ def labels_from_json(items: list[dict]) -> list[LabelInfo]:
                     color=color,
                     category=_code(item.get("category"), "category"),
                     type=_code(item.get("type"), "type"),
+                    modifier=_code(item.get("modifier"), "modifier"),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:

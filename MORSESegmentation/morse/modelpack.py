@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import IntensityConfig, ModelConfig, PreprocessingConfig, from_dict, to_dict
+from . import pack_limits
+from .config import ModelConfig, PreprocessingConfig, from_dict, to_dict
 from .errors import ConfigError, ModelPackError
 from .fileutils import replace_folder, sha256_file
 from .labels import LabelInfo, labels_from_json, labels_to_json
@@ -181,6 +182,10 @@ def load_model_pack(model: str | Path = "default") -> ModelPack:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelPackError(f"{meta_path}: not valid JSON ({exc})") from None
+    except (RecursionError, ValueError) as exc:  # nesting beyond the parser's stack; integers of 4300+ digits
+        raise ModelPackError(f"{meta_path}: not a model description ({str(exc)[:120]})") from None
+    if pack_limits.json_depth(meta) > pack_limits.MAX_JSON_DEPTH:
+        raise ModelPackError(f"{meta_path}: nested deeper than {pack_limits.MAX_JSON_DEPTH} levels; not a model pack")
     if not isinstance(meta, dict):
         raise ModelPackError(f"{meta_path}: must hold a JSON object (a model description), not {type(meta).__name__}")
     version = meta.get("schema_version")
@@ -209,7 +214,7 @@ def load_model_pack(model: str | Path = "default") -> ModelPack:
         preprocessing = from_dict(PreprocessingConfig, meta["preprocessing"], "preprocessing")
     except (ConfigError, TypeError) as exc:
         raise ModelPackError(f"{meta_path}: {exc}") from None
-    _check_settings(config, preprocessing, meta_path)
+    _check_settings(config, preprocessing, meta.get("inference"), meta_path)
     if not isinstance(meta["labels"], list):
         raise ModelPackError(f"{meta_path}: 'labels' must be a list of {{value, name, color}} entries")
     labels = _labels_from_json(meta["labels"])
@@ -245,33 +250,23 @@ def _check_weights_file(path: Path, name: str, meta_path: Path) -> None:
         raise ModelPackError(f"{path}: weights file {name} is missing")
 
 
-def _check_settings(config: ModelConfig, preprocessing: PreprocessingConfig, meta_path: Path) -> None:
-    """Types and ranges of the model.json values that inference computes with (from_dict checks names only)."""
+def _check_settings(config: ModelConfig, preprocessing: PreprocessingConfig, inference, meta_path: Path) -> None:
+    """Types and ranges of every model.json value that sizes the network or the inference run
+    (:mod:`morse.pack_limits`); from_dict checks names only."""
 
     def number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-    problems = []
-    classes = config.num_classes
-    if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= 256:
-        # labels are stored as uint8: more than 256 classes (background included) cannot be written
-        problems.append(f"architecture.num_classes {classes!r} must be an integer from 2 to 256")
-    if not isinstance(config.backbone.in_channels, int) or config.backbone.in_channels < 1:
-        problems.append(f"architecture.backbone.in_channels {config.backbone.in_channels!r} must be an integer ≥ 1")
+    problems = pack_limits.check_architecture(config)
     sp = preprocessing.spacing
     if not isinstance(sp, list) or len(sp) != 3 or not all(number(v) and v > 0 for v in sp):
-        problems.append(f"preprocessing.spacing {sp!r} must be three positive numbers (mm, x y z)")
+        problems.append(f"preprocessing.spacing {sp!r:.60} must be three positive numbers (mm, x y z)")
     code = preprocessing.orientation
     axes = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
     if not isinstance(code, str) or len(code) != 3 or {axes.get(c.upper(), -1) for c in code} != {0, 1, 2}:
-        problems.append(f"preprocessing.orientation {code!r} must be three letters, one of L/R, P/A, S/I each")
-    intensity = preprocessing.intensity
-    if not isinstance(intensity, IntensityConfig):
-        problems.append("preprocessing.intensity must be an object")
-    elif intensity.mode == "window" and not (
-        number(intensity.low) and number(intensity.high) and intensity.low < intensity.high
-    ):
-        problems.append(f"preprocessing.intensity window {intensity.low!r}..{intensity.high!r} must have low < high")
+        problems.append(f"preprocessing.orientation {code!r:.60} must be three letters, one of L/R, P/A, S/I each")
+    problems += pack_limits.check_intensity(preprocessing.intensity)
+    problems += pack_limits.check_inference(inference)
     if problems:
         raise ModelPackError(f"{meta_path}: " + "; ".join(problems))
 

@@ -84,11 +84,23 @@ def test_same_anatomy_stored_differently_gives_the_same_segmentation(objectVolum
 
 
 def test_outputs_follow_the_input_parent_transform(objectVolume, tinyPack):
+    """Under a rotating, shifting parent transform the outputs sit under the same transform and keep the input's own
+    (local) grid: the reference geometry must not have the transform applied a second time."""
     node, _, _ = objectVolume
-    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    inputMatrix, inputShape = ijkToRasArray(node), slicer.util.arrayFromVolume(node).shape
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "rotate and shift")
+    angle = np.radians(30.0)
     matrix = np.eye(4)
+    matrix[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     matrix[:3, 3] = (5.0, -3.0, 12.0)
     transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(matrix))
     node.SetAndObserveTransformNodeID(transform.GetID())
     outputs = MORSESegmentationLogic().process(node, model=str(tinyPack))
     assert all(out.GetTransformNodeID() == transform.GetID() for out in outputs.createdNodes)
+    for out in outputs.createdNodes:
+        if out.IsA("vtkMRMLSegmentationNode"):
+            geometry, shape = segmentationGeometry(out)
+            np.testing.assert_allclose(geometry, inputMatrix, atol=1e-6, err_msg=out.GetName())
+            assert shape == inputShape
+        else:
+            np.testing.assert_allclose(ijkToRasArray(out), inputMatrix, atol=1e-9, err_msg=out.GetName())

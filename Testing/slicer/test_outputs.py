@@ -128,6 +128,21 @@ def test_gating_and_uncertainty_volumes_uint8(ctInStudy, tinyPack):
     assert uncertainty.GetDisplayNode().GetColorNodeID() == outputNodes.UNCERTAINTY_COLOR_NODE_ID
 
 
+def test_maps_leave_the_ct_visible_where_they_say_nothing(ctInStudy, tinyPack):
+    """Uncertainty ≈ 0 and gates below their fair share (1/5) are transparent: the slice view thresholds them."""
+    node, _ = ctInStudy
+    _, outputs = runInSteps(MORSESegmentationLogic(), node, tinyPack)
+    uncertainty = outputs.uncertaintyVolume.GetDisplayNode()
+    assert uncertainty.GetApplyThreshold()
+    assert (uncertainty.GetLowerThreshold(), uncertainty.GetUpperThreshold()) == (0.05 * 255, 255.0)
+    stored = slicer.util.arrayFromVolume(outputs.uncertaintyVolume)
+    assert (stored < uncertainty.GetLowerThreshold()).mean() > 0.5  # most of the slice stays the CT
+    for volume in outputs.gatingVolumes:
+        display = volume.GetDisplayNode()
+        assert display.GetApplyThreshold()
+        assert (display.GetLowerThreshold(), display.GetUpperThreshold()) == (255 / 5, 255.0)
+
+
 def test_float_maps_on_request(ctInStudy, tinyPack):
     node, _ = ctInStudy
     logic = MORSESegmentationLogic()
@@ -138,6 +153,7 @@ def test_float_maps_on_request(ctInStudy, tinyPack):
     np.testing.assert_allclose(stored, result.gating[2], atol=1e-6)
     display = outputs.gatingVolumes[2].GetDisplayNode()
     assert (display.GetWindow(), display.GetLevel()) == (1.0, 0.5)
+    assert (display.GetLowerThreshold(), display.GetUpperThreshold()) == (0.2, 1.0)
     assert float(outputs.gatingVolumes[2].GetAttribute("MORSE.ValueScale")) == 1.0
 
 

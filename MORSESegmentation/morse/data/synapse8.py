@@ -3,10 +3,11 @@
 Values follow the alphabetical order of the paper's Table 1 columns (1 aorta, 2 gallbladder, 3 left kidney, 4 right
 kidney, 5 liver, 6 pancreas, 7 spleen, 8 stomach; 0 background) — see ``docs/morse-reference-analysis.md`` §6.
 
-Colours are those of 3D Slicer's ``GenericAnatomyColors`` table for the same organs (RGB scaled to 0..1; Slicer gives
-both kidneys the same colour). Terminology: SNOMED-CT, category "Anatomical Structure" (123037004) and one type per
-organ. The kidneys use the laterality-specific concepts (right kidney 9846003, left kidney 18639004), because
-:class:`~morse.labels.LabelInfo` has no modifier field; 64033007 is "Kidney" without side.
+Colours are those of 3D Slicer's ``GenericAnatomyColors`` table for the same organs (RGB scaled to 0..1), except
+where that table would make two of these organs look alike: it gives both kidneys one colour and the stomach almost
+the liver's (5/255 apart), so the right kidney is light blue and the stomach pale yellow. Terminology: SNOMED-CT, category "Anatomical Structure" (123037004) and one type per
+organ. The kidneys are coded as Slicer's anatomy list codes them: type "Kidney" (64033007) with the laterality
+modifier "Left" (7771000) or "Right" (24028007), so the Segment Editor's terminology selector finds them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 from ..labels import LabelInfo
 
 ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
+KIDNEY = ("SCT", "64033007", "Kidney")
+LEFT, RIGHT = ("SCT", "7771000", "Left"), ("SCT", "24028007", "Right")
 
 
 def _rgb(r: int, g: int, b: int) -> tuple[float, float, float]:
@@ -27,12 +30,12 @@ def _rgb(r: int, g: int, b: int) -> tuple[float, float, float]:
 SYNAPSE8: list[LabelInfo] = [
     LabelInfo(1, "aorta", _rgb(224, 97, 76), ANATOMICAL_STRUCTURE, ("SCT", "15825003", "Aorta")),
     LabelInfo(2, "gallbladder", _rgb(139, 150, 98), ANATOMICAL_STRUCTURE, ("SCT", "28231008", "Gallbladder")),
-    LabelInfo(3, "kidney_left", _rgb(185, 102, 83), ANATOMICAL_STRUCTURE, ("SCT", "18639004", "Left kidney")),
-    LabelInfo(4, "kidney_right", _rgb(185, 102, 83), ANATOMICAL_STRUCTURE, ("SCT", "9846003", "Right kidney")),
+    LabelInfo(3, "kidney_left", _rgb(185, 102, 83), ANATOMICAL_STRUCTURE, KIDNEY, LEFT),
+    LabelInfo(4, "kidney_right", _rgb(118, 171, 216), ANATOMICAL_STRUCTURE, KIDNEY, RIGHT),
     LabelInfo(5, "liver", _rgb(221, 130, 101), ANATOMICAL_STRUCTURE, ("SCT", "10200004", "Liver")),
     LabelInfo(6, "pancreas", _rgb(249, 180, 111), ANATOMICAL_STRUCTURE, ("SCT", "15776009", "Pancreas")),
     LabelInfo(7, "spleen", _rgb(157, 108, 162), ANATOMICAL_STRUCTURE, ("SCT", "78961009", "Spleen")),
-    LabelInfo(8, "stomach", _rgb(216, 132, 105), ANATOMICAL_STRUCTURE, ("SCT", "69695003", "Stomach")),
+    LabelInfo(8, "stomach", _rgb(255, 230, 130), ANATOMICAL_STRUCTURE, ("SCT", "69695003", "Stomach")),
 ]
 
 ORGANS: tuple[str, ...] = tuple(info.name for info in SYNAPSE8)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..geometry import AxisReorder, spacing_ijk
+from ..image_integrity import verify_written_image
 from ..imageio import write_image
 from ..labels import LabelInfo
 from ..staging import publish, publish_permissions, staging_dir
@@ -43,7 +44,8 @@ def terminology_entry(info: LabelInfo) -> str:
     if info.category is None or info.type is None:
         return ""
     cat, typ = "^".join(info.category), "^".join(info.type)
-    return f"{TERMINOLOGY_CONTEXT}~{cat}~{typ}~^^~{ANATOMIC_CONTEXT}~^^~^^"
+    mod = "^".join(info.modifier) if info.modifier else "^^"
+    return f"{TERMINOLOGY_CONTEXT}~{cat}~{typ}~{mod}~{ANATOMIC_CONTEXT}~^^~^^"
 
 
 def quantize_unit(values: np.ndarray, levels: int = 256) -> np.ndarray:
@@ -170,6 +172,27 @@ def check_writable(out_dir: Path, overwrite: bool) -> None:
         raise OutputError(f"{parent} is not writable; choose another output folder")
 
 
+def _write_checked(path: Path, array: np.ndarray, ijk_to_ras: np.ndarray, is_vector: bool = False, **kw) -> None:
+    """Write one image and read it back (:func:`morse.image_integrity.verify_written_image`): ITK reports no error
+    when a write is cut short."""
+    try:
+        write_image(path, array, ijk_to_ras, is_vector=is_vector, **kw)
+    except RuntimeError as exc:  # ITK's writer exceptions carry the OS reason in their last line
+        raise OutputError(f"{path}: writing failed ({str(exc).strip().splitlines()[-1][:160]})") from None
+    shape = array.shape[1:] if is_vector else array.shape
+    verify_written_image(path, shape, array.shape[0] if is_vector else 1, array.nbytes)
+
+
+def _verify_png(path: Path) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise OutputError(f"{path}: writing failed (the preview reads back damaged: {exc})") from None
+
+
 def write_case(
     out_dir: str | Path, result: SegmentationResult, image: np.ndarray, input_path: str, overwrite: bool = False
 ) -> Path:
@@ -179,20 +202,33 @@ def write_case(
     tmp = staging_dir(out_dir)
     try:
         m = result.ijk_to_ras
-        write_image(tmp / "segmentation.nii.gz", result.labels, m)
+        _write_checked(tmp / "segmentation.nii.gz", result.labels, m)
         seg_meta = seg_nrrd_metadata(result.labels, result.labels_info)
-        write_image(tmp / "segmentation.seg.nrrd", result.labels, m, metadata=seg_meta)
-        write_image(tmp / "coarse.nii.gz", result.coarse_labels, m)
+        _write_checked(tmp / "segmentation.seg.nrrd", result.labels, m, metadata=seg_meta)
+        _write_checked(tmp / "coarse.nii.gz", result.coarse_labels, m)
         if result.gating is not None:
-            write_image(tmp / "gating.nii.gz", quantize_unit(result.gating), m, is_vector=True)
+            _write_checked(tmp / "gating.nii.gz", quantize_unit(result.gating), m, is_vector=True)
         if result.uncertainty is not None:
-            write_image(tmp / "uncertainty.nii.gz", quantize_unit(result.uncertainty), m)
+            _write_checked(tmp / "uncertainty.nii.gz", quantize_unit(result.uncertainty), m)
         if result.rectified is not None:
-            write_image(tmp / "rectified.nii.gz", result.rectified.astype(np.uint8), m)
+            _write_checked(tmp / "rectified.nii.gz", result.rectified.astype(np.uint8), m)
         write_preview(tmp / "preview.png", image, result)
-        (tmp / "summary.json").write_text(json.dumps(summary(result, input_path), indent=2) + "\n", encoding="utf-8")
+        _verify_png(tmp / "preview.png")
+        text = json.dumps(summary(result, input_path), indent=2) + "\n"
+        (tmp / "summary.json").write_text(text, encoding="utf-8")
+        if (tmp / "summary.json").read_text(encoding="utf-8") != text:
+            raise OutputError(f"{tmp / 'summary.json'}: writing failed (the file reads back different)")
         publish_permissions(tmp)
         publish(tmp, out_dir)
+    except OSError as exc:  # a full disk, a quota, a file-size limit: nothing of the old results was touched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(
+            f"writing the outputs of {out_dir} failed ({exc.strerror or exc}); the previous results, if any, are "
+            f"unchanged. Free some space or choose another -o folder"
+        ) from None
+    except OutputError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{exc}; the previous results of {out_dir}, if any, are unchanged") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

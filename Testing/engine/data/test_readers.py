@@ -286,8 +286,11 @@ def test_synapse8_table():
     assert synapse8.ORGANS == ("aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen",
                                "stomach")  # fmt: skip
     codes = {i.name: i.type for i in synapse8.SYNAPSE8}
-    assert codes["kidney_left"] == ("SCT", "18639004", "Left kidney")
-    assert codes["kidney_right"] == ("SCT", "9846003", "Right kidney")
+    sides = {i.name: i.modifier for i in synapse8.SYNAPSE8}
+    # as 3D Slicer's anatomy list codes them: "Kidney" with a laterality modifier
+    assert codes["kidney_left"] == codes["kidney_right"] == ("SCT", "64033007", "Kidney")
+    assert sides["kidney_left"] == ("SCT", "7771000", "Left") and sides["kidney_right"] == ("SCT", "24028007", "Right")
+    assert sides["liver"] is None
     assert codes["liver"] == ("SCT", "10200004", "Liver") and codes["spleen"] == ("SCT", "78961009", "Spleen")
     assert all(i.category == ("SCT", "123037004", "Anatomical Structure") for i in synapse8.SYNAPSE8)
     assert all(0.0 <= c <= 1.0 for i in synapse8.SYNAPSE8 for c in i.color)

@@ -54,6 +54,11 @@ def _fail_on_third_file(monkeypatch, exc: BaseException):
     monkeypatch.setattr(outputs_module, "write_image", write_image)
 
 
+def _raised(exc: BaseException) -> type:
+    """A writer's error (ITK's RuntimeError, an OSError) becomes an OutputError; interrupts pass unchanged."""
+    return OutputError if isinstance(exc, (RuntimeError, OSError)) else type(exc)
+
+
 def _listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
@@ -61,7 +66,7 @@ def _listing(root: Path) -> list[str]:
 @pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt(), CancelledError()])
 def test_interrupted_write_leaves_no_case_folder(tmp_path, monkeypatch, exc):
     _fail_on_third_file(monkeypatch, exc)
-    with pytest.raises(type(exc)):
+    with pytest.raises(_raised(exc)):
         write_case(tmp_path / "out" / "case", _result(), np.zeros((3, 16, 16), np.float32), "ct.nii.gz")
     assert _listing(tmp_path / "out") == []  # neither the case nor a hidden temporary folder
 
@@ -71,7 +76,7 @@ def test_interrupted_overwrite_keeps_the_existing_folder_intact(tmp_path, monkey
     case = _existing_case(tmp_path / "out")
     before = _listing(tmp_path / "out")
     _fail_on_third_file(monkeypatch, exc)
-    with pytest.raises(type(exc)):
+    with pytest.raises(_raised(exc)):
         write_case(case, _result(), np.zeros((3, 16, 16), np.float32), "ct.nii.gz", overwrite=True)
     assert _listing(tmp_path / "out") == before
     assert (case / "my-notes.txt").read_text(encoding="utf-8") == "keep me"
@@ -141,3 +146,66 @@ def test_cli_existing_output_and_several_inputs(trained_rings, two_inputs, tmp_p
     assert main(["segment", str(bad), str(good), "-o", str(out), "--overwrite", *model]) == 1
     assert sorted(p.name for p in (out / "good").iterdir()) == sorted(OUTPUT_FILES)
     assert _listing(out) == sorted(["good", *(f"good/{n}" for n in OUTPUT_FILES)])
+
+
+_WRITE_UNDER_A_SIZE_LIMIT = """
+import resource, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_atomic_outputs import _result
+from morse.errors import OutputError
+from morse.inference.outputs import write_case
+result = _result((8, 96, 96))
+result.gating = np.random.default_rng(0).random((2, 8, 96, 96)).astype(np.float32)  # incompressible
+resource.setrlimit(resource.RLIMIT_FSIZE, (40000, 40000))  # Python ignores SIGXFSZ: writes past it fail with EFBIG
+try:
+    write_case(sys.argv[1], result, np.zeros((8, 96, 96), np.float32), "ct.nii.gz", overwrite=True)
+except OutputError as exc:
+    print("error:", exc)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="resource limits are POSIX")
+def test_a_write_cut_short_by_a_file_size_limit_is_an_error_and_keeps_the_old_results(tmp_path):
+    """ITK's NIfTI writer reports nothing when a file-size limit cuts the gating map short: the read-back does."""
+    import subprocess
+    import sys
+
+    case = _existing_case(tmp_path / "out")
+    before = {p: p.read_bytes() for p in case.iterdir()}
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRITE_UNDER_A_SIZE_LIMIT, str(case), str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{case}" in proc.stdout and "gating.nii.gz: writing failed" in proc.stdout
+    assert "the previous results of" in proc.stdout and "Traceback" not in proc.stderr
+    assert {p: p.read_bytes() for p in case.iterdir()} == before
+    assert _listing(tmp_path / "out") == ["case", "case/my-notes.txt", "case/segmentation.nii.gz"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 kB file system (tmpfs; needs the right to mount, so root on Linux)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small file system here (needs root on Linux)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_an_error_and_keeps_the_old_results(small_disk):
+    case = _existing_case(small_disk / "out")
+    before = {p: p.read_bytes() for p in case.iterdir()}
+    result = _result((8, 128, 128))
+    result.gating = np.random.default_rng(0).random((2, 8, 128, 128)).astype(np.float32)  # ~1 MB, incompressible
+    with pytest.raises(OutputError) as err:
+        write_case(case, result, np.zeros((8, 128, 128), np.float32), "ct.nii.gz", overwrite=True)
+    text = str(err.value)
+    assert "writing" in text and "failed" in text and "unchanged" in text
+    assert {p: p.read_bytes() for p in case.iterdir()} == before
+    assert _listing(small_disk / "out") == ["case", "case/my-notes.txt", "case/segmentation.nii.gz"]

@@ -165,17 +165,90 @@ def test_non_ascii_label_names_load_whatever_the_locale(pack):
         locale.setlocale(locale.LC_ALL, saved)
 
 
-def test_absurd_architecture_is_refused_without_allocating_it(pack):
-    """A model.json asking for a 10^5-wide network would need terabytes; it is compared with the weights file's
-    header on PyTorch's meta device (no memory) and refused."""
+def test_absurd_architecture_is_refused_before_any_network_is_built(pack):
+    """A model.json asking for a 10^5-wide network would need terabytes: refused by its numbers alone."""
     meta = _meta(pack)
     meta["architecture"]["backbone"]["features"] = [100000, 100000, 100000, 100000, 100000, 100000]
+    _save_meta(pack, meta)
+    with pytest.raises(ModelPackError) as err:
+        load_model_pack(pack)
+    assert "architecture.backbone.features [100000, 100000, 100000, 100000, 1000... must be a list of integers, " \
+           "each from 1 to 4096" in str(err.value)  # fmt: skip
+
+
+def test_architecture_unlike_its_weights_is_refused_without_allocating_it(pack):
+    """Within the bounds but unlike the weights file: compared with the file's header on PyTorch's meta device (no
+    memory) and refused."""
+    meta = _meta(pack)
+    meta["architecture"]["backbone"]["features"] = [4000, 4000, 4000, 4000, 4000, 4000]
     _save_meta(pack, meta)
     with pytest.raises(ModelPackError) as err:
         load_model_pack(pack).build()
     text = str(err.value)
     assert "weights do not match the architecture in model.json" in text
-    assert "backbone.net.conv_0.conv_0.conv.weight (8, 1, 3, 3) ≠ (100000, 1, 3, 3)" in text
+    assert "backbone.net.conv_0.conv_0.conv.weight (8, 1, 3, 3) ≠ (4000, 1, 3, 3)" in text
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda m: m["architecture"]["features"].update(expert_layers=50000),
+            "architecture.features.expert_layers 50000 must be an integer from 1 to 8",
+        ),
+        (
+            lambda m: m["architecture"]["point_head"].update(hidden=[64] * 10**5),
+            "architecture.point_head.hidden [64, 64, 64, 64, 64, 64, 64, 64, 64, ... must be a list of integers",
+        ),
+        (
+            lambda m: m["architecture"]["point_head"].update(test_points=-1),
+            "architecture.point_head.test_points -1 must be an integer from 1 to 1.04858e+06",
+        ),
+        (
+            lambda m: m["architecture"]["point_head"].update(test_points="2048"),
+            "architecture.point_head.test_points '2048' must be an integer",
+        ),
+        (
+            lambda m: m["architecture"]["point_head"]["pe"].update(trainable="yes"),
+            "architecture.point_head.pe.trainable 'yes' must be true or false",
+        ),
+        (
+            lambda m: m["architecture"]["features"]["routing"].update(alpha=float("nan")),
+            "architecture.features.routing.alpha nan must be a number from 0 to 1",
+        ),
+        (lambda m: m.update(inference={"batch_size": "8"}), "inference.batch_size '8' must be an integer from 1"),
+        (lambda m: m.update(inference={"batch_size": 0}), "inference.batch_size 0 must be an integer from 1 to 1024"),
+        (lambda m: m.update(inference={"gating_stride": 0}), "inference.gating_stride 0 must be an integer from 1"),
+        (lambda m: m.update(inference={"gating_stride": 2.5}), "inference.gating_stride 2.5 must be an integer"),
+        (lambda m: m.update(inference={"sw_overlap": 1.5}), "inference.sw_overlap 1.5 must be a number from 0 to"),
+        (lambda m: m.update(inference={"roi_size": [96, -1, 96]}), "inference.roi_size [96, -1, 96] must be a list"),
+        (lambda m: m.update(inference=[8]), "inference must be an object, not list"),
+    ],
+)
+def test_model_json_settings_out_of_bounds_are_refused_at_load(pack, edit, message):
+    meta = _meta(pack)
+    if meta["architecture"].get("features") is None:
+        pytest.skip("the fixture pack has no point head")
+    edit(meta)
+    _save_meta(pack, meta)
+    with pytest.raises(ModelPackError) as err:
+        load_model_pack(pack)
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(pack / "model.json"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("[" * 100000 + "]" * 100000, "not a model description", id="beyond-the-parser-stack"),
+        pytest.param('{"a": ' * 40 + "1" + "}" * 40, "nested deeper than 32 levels", id="40-levels"),
+        pytest.param('{"schema_version": 1' + "0" * 5000 + "}", "not a model description", id="5001-digits"),
+    ],
+)
+def test_hostile_json_structure_is_a_model_pack_error(pack, text, message):
+    (pack / "model.json").write_text(text, encoding="utf-8")
+    with pytest.raises(ModelPackError, match=message):
+        load_model_pack(pack)
 
 
 def test_architecture_that_cannot_be_built(pack):
