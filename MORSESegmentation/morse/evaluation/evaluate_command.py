@@ -69,6 +69,24 @@ def recode(labels: np.ndarray, pairs: list[tuple[str, int, int]]) -> np.ndarray:
     return lut[np.asarray(labels, dtype=np.uint8)]
 
 
+def dsc_all_organs(cases, class_names) -> float:
+    """Mean DSC over every organ, each averaged over the cases where the reference or the prediction has it: an
+    organ predicted where the reference has none counts as DSC 0 (the "present only" means leave those cases out)."""
+    means = []
+    for name in class_names:
+        values = []
+        for cm in cases:
+            status = cm.status.get(name)
+            if status in ("present", "missed"):
+                values.append(cm.per_class[name]["dsc"])
+            elif status == "false_positive":
+                values.append(0.0)
+        values = [v for v in values if not math.isnan(v)]
+        if values:
+            means.append(float(np.mean(values)))
+    return float(np.mean(means)) if means else float("nan")
+
+
 def _load_pack(model: str):
     """The model pack, loaded once for all cases."""
     from ..modelpack import load_model_pack
@@ -182,6 +200,8 @@ def evaluate(
 
     class_names = [name for name, _, _ in pairs]
     summaries = {o: summarize(metrics[o], class_names) for o in OUTPUTS}
+    for o in OUTPUTS:
+        summaries[o]["mean_dsc_all_organs"] = dsc_all_organs(metrics[o], class_names)
     return {
         "model": {"spec": model, "id": model_id, "version": model_version},
         "data": {
@@ -252,6 +272,17 @@ def render_report(report: dict) -> tuple[str, str]:
         lines.append(
             "- **references are TotalSegmentator predictions** (silver standard): these numbers measure agreement "
             f"with TotalSegmentator on {n_cases} case(s), not accuracy, and are not comparable with Synapse results"
+        )
+    if conv == "default":
+        summary = report["summary"]
+        means = ", ".join(
+            f"{o} {summary[o]['mean']['dsc']:.3f} (all organs {summary[o]['mean_dsc_all_organs']:.3f})"
+            for o in OUTPUTS
+            if "mean_dsc_all_organs" in summary[o]
+        )
+        lines.append(
+            "- mean DSC over the organs present in each reference, and (all organs) counting every organ predicted "
+            f"where the reference has none as DSC 0: {means}"
         )
     lines += ["", render_markdown(rows, classes, units=units)]
     per_case = [(c, o, cm) for o in OUTPUTS for c, cm in zip(report["data"]["cases"], report["_case_metrics"][o])]

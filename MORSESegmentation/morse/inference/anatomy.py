@@ -11,7 +11,8 @@ own piece):
 2. **one connected piece** — the largest 3D connected component (26-connectivity) is kept, every other fragment is
    set to background.
 3. **a plausible size** — an organ whose kept piece is smaller than its minimum volume (``min_ml``, per organ name,
-   else ``default_min_ml``) is removed: at that size it is noise, not the organ.
+   else ``default_min_ml``) is removed: at that size it is noise, not the organ. An organ that touches the first or
+   last axial slice is exempt (the scan shows only part of it).
 
 Settings come from the model pack (``model.json`` → ``inference.postprocess``, every key optional)::
 
@@ -222,7 +223,8 @@ def postprocess_labels(
                 keep = components == largest
             del components
         kept = float(np.count_nonzero(keep)) * voxel_ml
-        if 0 < kept < settings.minimum_ml(info.name):
+        cut = bb[0].start == 0 or bb[0].stop == labels_zyx.shape[0]  # cut by the first/last slice: partly seen
+        if 0 < kept < settings.minimum_ml(info.name) and not cut:
             change.too_small_ml = kept
             keep = np.zeros_like(organ)
         if keep is not organ:

@@ -31,6 +31,7 @@ from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
 from .anatomy import is_hounsfield, postprocess_volume, settings_from_pack
 from .chunked import dominant_expert, quantize_unit_uint8, resize_linear_into, resize_nearest_into
+from .domain import check_domain, domain_of
 from .label_resize import upsampled_labels
 from .memory import plan_inference
 from .preprocess import PreparedVolume, crop, pad_to_multiple, prepare, resize
@@ -329,6 +330,16 @@ def segment_volume(
             hounsfield=is_hounsfield(pack.preprocessing.intensity),
         )
         messages += post.messages
+        domain = check_domain(
+            volume,
+            ijk_to_ras,
+            arrays["labels"],
+            pack.labels,
+            domain_of(pack),
+            body=post.body,
+            hounsfield=is_hounsfield(pack.preprocessing.intensity),
+        )
+        messages += domain.messages
         result = SegmentationResult(
             labels=arrays["labels"],
             coarse_labels=arrays["coarse"],
@@ -345,6 +356,8 @@ def segment_volume(
                 "enabled": settings.enabled,
                 "removed": {organ: change.to_dict() for organ, change in post.changes.items()},
             },
+            domain=domain.to_dict(),
+            intended_use=str(pack.meta.get("intended_use") or ""),
         )
         if result.gating is not None:
             result.dominant_expert = dominant_expert(result.gating)

@@ -35,6 +35,9 @@ def run(args) -> int:
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise OutputError(f"several inputs share the case name(s) {sorted(duplicates)}; segment them separately")
+    intended = pack.meta.get("intended_use")
+    if intended:
+        print(f"model {pack.model_id} {pack.version}, intended use: {intended}")
     protected = [("input", Path(p)) for p in args.inputs]
     if pack.path is not None:
         protected.append(("model pack", Path(pack.path)))
@@ -96,15 +99,30 @@ def _progress_printer(name: str):
     return report
 
 
+def organs_found(result) -> str:
+    """The non-empty organs with their volume (0.1 ml), mean confidence (1 − uncertainty, when computed) and where
+    the scan's edge cuts them, e.g. ``liver 1523.4 ml (confidence 0.93, cut at the top)``; ``none`` when empty."""
+    volumes = result.volumes_ml(tuple(float(s) for s in spacing_ijk(result.ijk_to_ras)))
+    confidence = result.confidence()
+    truncated = (getattr(result, "domain", None) or {}).get("truncated", {})
+    found = []
+    for name, ml in volumes.items():
+        if ml <= 0:
+            continue
+        extra = [f"confidence {confidence[name]:.2f}"] if name in confidence else []
+        if name in truncated:
+            extra.append("cut at the " + "/".join(truncated[name]))
+        found.append(f"{name} {ml:.1f} ml" + (f" ({', '.join(extra)})" if extra else ""))
+    return ", ".join(found) if found else "none"
+
+
 def _report(out: Path, result) -> None:
     total = result.timings.get("total", 0.0)
     print(f"\n{out}/  ({result.model_id} {result.model_version} on {result.device}, {total:.1f} s)")
     for file, what in _WHAT.items():
         if (out / file).exists():
             print(f"  {file:<24} {what}")
-    volumes = result.volumes_ml(tuple(float(s) for s in spacing_ijk(result.ijk_to_ras)))
-    found = [f"{name} {ml:.0f} ml" for name, ml in volumes.items() if ml > 0]
-    print("  organs found: " + (", ".join(found) if found else "none"))
+    print("  organs found: " + organs_found(result))
     if result.rectified is not None:
         print(
             f"  rendering head: {int(result.rectified.sum())} voxels re-predicted, "

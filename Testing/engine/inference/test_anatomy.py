@@ -75,6 +75,16 @@ def test_organ_below_its_minimum_size_is_removed():
     assert np.count_nonzero(labels == KIDNEY_L) == 500
 
 
+def test_organ_cut_by_the_first_or_last_slice_keeps_its_small_part():
+    labels = np.zeros((10, 20, 20), np.uint8)
+    labels[0:2, 1:6, 1:6] = LIVER  # 50 voxels = 0.1 ml touching the first slice: the scan shows only part of it
+    labels[8:10, 10:15, 10:15] = KIDNEY_L  # the same at the last slice
+    labels[4:6, 10:15, 10:15] = KIDNEY_R  # the same inside: removed
+    postprocess_labels(labels, SPACING, INFOS, PostprocessSettings(default_min_ml=0.5))
+    assert np.count_nonzero(labels == LIVER) == 50 and np.count_nonzero(labels == KIDNEY_L) == 50
+    assert not (labels == KIDNEY_R).any()
+
+
 def test_body_mask_fills_holes_and_drops_the_table():
     ct = _ct()
     ct[:, 62:64, 5:60] = 200.0  # a table below the body, not touching it
