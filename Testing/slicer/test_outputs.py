@@ -135,8 +135,6 @@ def test_maps_leave_the_ct_visible_where_they_say_nothing(ctInStudy, tinyPack):
     uncertainty = outputs.uncertaintyVolume.GetDisplayNode()
     assert uncertainty.GetApplyThreshold()
     assert (uncertainty.GetLowerThreshold(), uncertainty.GetUpperThreshold()) == (0.05 * 255, 255.0)
-    stored = slicer.util.arrayFromVolume(outputs.uncertaintyVolume)
-    assert (stored < uncertainty.GetLowerThreshold()).mean() > 0.5  # most of the slice stays the CT
     for volume in outputs.gatingVolumes:
         display = volume.GetDisplayNode()
         assert display.GetApplyThreshold()

@@ -199,9 +199,14 @@ def evaluate(
         raise DataError(f"{data}: no case of split {split!r} has a reference label; nothing to evaluate")
 
     class_names = [name for name, _, _ in pairs]
-    summaries = {o: summarize(metrics[o], class_names) for o in OUTPUTS}
-    for o in OUTPUTS:
-        summaries[o]["mean_dsc_all_organs"] = dsc_all_organs(metrics[o], class_names)
+
+    def summaries_of(scored: dict[str, list[CaseMetrics]]) -> dict[str, dict]:
+        out = {o: summarize(scored[o], class_names) for o in OUTPUTS}
+        for o in OUTPUTS:
+            out[o]["mean_dsc_all_organs"] = dsc_all_organs(scored[o], class_names)
+        return out
+
+    summaries = summaries_of(metrics)
     return {
         "model": {"spec": model, "id": model_id, "version": model_version},
         "data": {
@@ -219,7 +224,7 @@ def evaluate(
         "postprocess": postprocessed,
         "classes": [{"name": n, "model_value": mv, "dataset_value": dv} for n, mv, dv in pairs],
         "summary": summaries,
-        "variants": {key: {o: summarize(scored[o], class_names) for o in OUTPUTS} for key, scored in extra.items()},
+        "variants": {key: summaries_of(scored) for key, scored in extra.items()},
         "per_case": per_case,
         "wall_time_s": time.perf_counter() - t0,
         "_case_metrics": metrics,

@@ -4,9 +4,10 @@
 ``python -m morse.experiments.synapse_table1 --data ../shared/data/btcv-synapse8`` trains what is missing (resumable:
 finished runs are skipped, interrupted ones resume from their checkpoint), evaluates every finished run once on the 3
 held-out training cases (selection) and once on the 12 test cases, scored twice from one inference pass (ours: mm,
-organs absent from a reference not scored; the paper's: voxel units and medpy's empty-mask rules), and writes ``docs/results/synapse-table1.json`` (aggregate
-numbers only) and ``docs/results/synapse-table1.md``. Row (e) seed 1337 is the shipped default model (trained by
-:mod:`morse.experiments.btcv_model` from the same config), so it is evaluated, not trained again.
+organs absent from a reference not scored; the paper's: voxel units and medpy's empty-mask rules), and writes
+``docs/results/synapse-table1.json`` (aggregate numbers only) and ``docs/results/synapse-table1.md``. Row (e) seed
+1337 is the shipped default model (trained by :mod:`morse.experiments.btcv_model` from the same config), so it is
+evaluated, not trained again.
 """
 
 from __future__ import annotations

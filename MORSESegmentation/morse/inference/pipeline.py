@@ -31,7 +31,7 @@ from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
 from .anatomy import is_hounsfield, postprocess_volume, settings_from_pack
 from .chunked import dominant_expert, quantize_unit_uint8, resize_linear_into, resize_nearest_into
-from .domain import check_domain, domain_of
+from .domain import DomainReport, check_domain, domain_of
 from .label_resize import upsampled_labels
 from .memory import plan_inference
 from .preprocess import PreparedVolume, crop, pad_to_multiple, prepare, resize
@@ -330,15 +330,19 @@ def segment_volume(
             hounsfield=is_hounsfield(pack.preprocessing.intensity),
         )
         messages += post.messages
-        domain = check_domain(
-            volume,
-            ijk_to_ras,
-            arrays["labels"],
-            pack.labels,
-            domain_of(pack),
-            body=post.body,
-            hounsfield=is_hounsfield(pack.preprocessing.intensity),
-        )
+        # A pack that declares no domain (model.json "domain") has nothing to be checked against.
+        declared = domain_of(pack)
+        domain = DomainReport()
+        if declared:
+            domain = check_domain(
+                volume,
+                ijk_to_ras,
+                arrays["labels"],
+                pack.labels,
+                declared,
+                body=post.body,
+                hounsfield=is_hounsfield(pack.preprocessing.intensity),
+            )
         messages += domain.messages
         result = SegmentationResult(
             labels=arrays["labels"],

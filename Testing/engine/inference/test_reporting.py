@@ -77,6 +77,7 @@ def test_segment_prints_intended_use_and_writes_the_report(trained_rings, tmp_pa
     for f in pack.iterdir():
         (pack_copy / f.name).write_bytes(f.read_bytes())
     meta["intended_use"] = "Research use only: rings."
+    meta["domain"] = {"modality": "CT", "body_region": "abdomen"}  # the checks run against a declared domain
     (pack_copy / "model.json").write_text(json.dumps(meta))
     args = ["segment", str(path), "-o", str(tmp_path / "o"), "--model", str(pack_copy), "--no-gating"]
     assert main([*args, "--no-postprocess"]) == 0

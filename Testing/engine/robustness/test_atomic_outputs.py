@@ -151,7 +151,7 @@ def test_cli_existing_output_and_several_inputs(trained_rings, two_inputs, tmp_p
 _WRITE_UNDER_A_SIZE_LIMIT = """
 import resource, sys
 import numpy as np
-sys.path.insert(0, sys.argv[2])
+sys.path[:0] = [sys.argv[2], str(__import__("pathlib").Path(sys.argv[2]).parent)]  # this folder and synthetic.py's
 from test_atomic_outputs import _result
 from morse.errors import OutputError
 from morse.inference.outputs import write_case
