@@ -21,7 +21,6 @@ A pickle checkpoint (``.pt``/``.pth``/``.ckpt``) given as a model is refused, be
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -253,19 +252,8 @@ def _check_weights_file(path: Path, name: str, meta_path: Path) -> None:
 def _check_settings(config: ModelConfig, preprocessing: PreprocessingConfig, inference, meta_path: Path) -> None:
     """Types and ranges of every model.json value that sizes the network or the inference run
     (:mod:`morse.pack_limits`); from_dict checks names only."""
-
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
     problems = pack_limits.check_architecture(config)
-    sp = preprocessing.spacing
-    if not isinstance(sp, list) or len(sp) != 3 or not all(number(v) and v > 0 for v in sp):
-        problems.append(f"preprocessing.spacing {sp!r:.60} must be three positive numbers (mm, x y z)")
-    code = preprocessing.orientation
-    axes = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
-    if not isinstance(code, str) or len(code) != 3 or {axes.get(c.upper(), -1) for c in code} != {0, 1, 2}:
-        problems.append(f"preprocessing.orientation {code!r:.60} must be three letters, one of L/R, P/A, S/I each")
-    problems += pack_limits.check_intensity(preprocessing.intensity)
+    problems += pack_limits.check_preprocessing(preprocessing)
     problems += pack_limits.check_inference(inference)
     if problems:
         raise ModelPackError(f"{meta_path}: " + "; ".join(problems))

@@ -17,7 +17,7 @@ import dataclasses
 import math
 from typing import Any
 
-from .config import IntensityConfig, ModelConfig
+from .config import IntensityConfig, ModelConfig, PreprocessingConfig
 
 MAX_JSON_DEPTH = 32  # nesting of model.json; a model description is a few levels deep
 MAX_WIDTH = 4096  # channels of any layer (the paper's widest is TransUNet's 3072 MLP)
@@ -54,6 +54,7 @@ _ARCHITECTURE: dict[str, tuple[str, float, float]] = {
     "point_head.test_points": ("int", 1, 1 << 20),
     "point_head.subdivision_steps": ("int", 0, 8),
 }
+_DEFAULT_WHEN_NULL = ("backbone.features", "backbone.img_size", "features.routing.max_drop")  # None: own default
 _BOOLEANS = (
     "features.expert_last_act",
     "features.gating_final_relu",
@@ -136,9 +137,8 @@ def check_architecture(config: ModelConfig, prefix: str = "architecture") -> lis
     problems = []
     for path, (kind, low, high) in _ARCHITECTURE.items():
         present, value = _get(config, path)
-        if not present or (value is None and path in ("backbone.features", "backbone.img_size",
-                                                      "features.routing.max_drop")):  # fmt: skip
-            continue  # None: the backbone's own default
+        if not present or (value is None and path in _DEFAULT_WHEN_NULL):
+            continue
         problem = check_value(f"{prefix}.{path}", value, kind, low, high)
         if problem:
             problems.append(problem)
@@ -151,14 +151,26 @@ def check_architecture(config: ModelConfig, prefix: str = "architecture") -> lis
     return problems
 
 
-def check_intensity(intensity: Any, prefix: str = "preprocessing.intensity") -> list[str]:
+def check_preprocessing(preprocessing: PreprocessingConfig, prefix: str = "preprocessing") -> list[str]:
+    """Problems with what a pack expects of a volume: voxel size, orientation code, intensity window."""
+    problems = []
+    sp = preprocessing.spacing
+    if not isinstance(sp, list) or len(sp) != 3 or not all(_is_number(v) and v > 0 for v in sp):
+        problems.append(f"{prefix}.spacing {_short(sp)} must be three positive numbers (mm, x y z)")
+    code = preprocessing.orientation
+    axes = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
+    if not isinstance(code, str) or len(code) != 3 or {axes.get(c.upper(), -1) for c in code} != {0, 1, 2}:
+        problems.append(f"{prefix}.orientation {_short(code)} must be three letters, one of L/R, P/A, S/I each")
+    intensity = preprocessing.intensity
     if not isinstance(intensity, IntensityConfig):
-        return [f"{prefix} must be an object"]
-    if intensity.mode == "window" and not (
+        problems.append(f"{prefix}.intensity must be an object")
+    elif intensity.mode == "window" and not (
         _is_number(intensity.low) and _is_number(intensity.high) and intensity.low < intensity.high
     ):
-        return [f"{prefix} window {_short(intensity.low)}..{_short(intensity.high)} must have low < high"]
-    return []
+        problems.append(
+            f"{prefix}.intensity window {_short(intensity.low)}..{_short(intensity.high)} must have low < high"
+        )
+    return problems
 
 
 def check_inference(settings: Any, prefix: str = "inference") -> list[str]:
