@@ -73,6 +73,16 @@ _INFERENCE: dict[str, tuple[str, float, float]] = {
 }
 
 
+# model.json "inference.postprocess" (morse.inference.anatomy): switches, and the range of every number
+POSTPROCESS_FLAGS = ("enabled", "body", "largest_component")
+_POSTPROCESS: dict[str, tuple[str, float, float]] = {
+    "body_threshold_hu": ("float", -2000.0, 4000.0),  # HU; CT values lie in −1024..3071
+    "default_min_ml": ("float", 0.0, 1e5),  # ml; 100 l is far above any organ
+    "min_confidence": ("float", 0.0, 1.0),  # mean 1 − uncertainty of a piece
+}
+POSTPROCESS_KEYS = (*POSTPROCESS_FLAGS, *_POSTPROCESS, "min_ml")
+
+
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     """Nesting depth of a parsed JSON value (a scalar is 0), counted iteratively and stopped past ``limit``."""
     deepest, stack = 0, [(value, 0)]
@@ -179,8 +189,41 @@ def check_inference(settings: Any, prefix: str = "inference") -> list[str]:
         return []
     if not isinstance(settings, dict):
         return [f"{prefix} must be an object, not {type(settings).__name__}"]
-    return [
+    problems = [
         problem
         for key, (kind, low, high) in _INFERENCE.items()
         if key in settings and (problem := check_value(f"{prefix}.{key}", settings[key], kind, low, high))
+    ]
+    return problems + check_postprocess(settings.get("postprocess"), f"{prefix}.postprocess")
+
+
+def check_postprocess(settings: Any, prefix: str = "inference.postprocess") -> list[str]:
+    """Problems with the anatomical post-processing settings (:mod:`morse.inference.anatomy`): an object of known
+    keys, or true/false for all of it; None (absent) uses the defaults."""
+    if settings is None or isinstance(settings, bool):
+        return []
+    if not isinstance(settings, dict):
+        return [f"{prefix} must be an object or true/false, not {type(settings).__name__}"]
+    problems = []
+    unknown = sorted(set(settings) - set(POSTPROCESS_KEYS))
+    if unknown:
+        problems.append(f"{prefix}: unknown key(s) {unknown}; known: {sorted(POSTPROCESS_KEYS)}")
+    problems += [
+        f"{prefix}.{key} {_short(settings[key])} must be true or false"
+        for key in POSTPROCESS_FLAGS
+        if key in settings and not isinstance(settings[key], bool)
+    ]
+    problems += [
+        problem
+        for key, (kind, low, high) in _POSTPROCESS.items()
+        if key in settings and (problem := check_value(f"{prefix}.{key}", settings[key], kind, low, high))
+    ]
+    min_ml = settings.get("min_ml", {})
+    if not isinstance(min_ml, dict):
+        return [*problems, f"{prefix}.min_ml {_short(min_ml)} must map organ names to millilitres"]
+    kind, low, high = _POSTPROCESS["default_min_ml"]
+    return problems + [
+        problem
+        for organ, value in min_ml.items()
+        if (problem := check_value(f"{prefix}.min_ml.{organ}", value, kind, low, high))
     ]

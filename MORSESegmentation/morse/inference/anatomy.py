@@ -8,16 +8,22 @@ own piece):
    slice filled (lungs, bowel gas). A scan whose lowest value lies above the threshold (a CT stored clipped to a
    window, e.g. −125..275 HU) uses its lowest value instead: everything above it is tissue. Applied only to models
    whose intensities are Hounsfield units (a ``window`` normalisation with a negative lower bound).
-2. **one connected piece** — the largest 3D connected component (26-connectivity) is kept, every other fragment is
-   set to background.
-3. **a plausible size** — an organ whose kept piece is smaller than its minimum volume (``min_ml``, per organ name,
+2. **a confident piece** — every 3D connected piece (26-connectivity) whose mean confidence is below
+   ``min_confidence`` is set to background; an organ with no confident piece left is removed. Confidence is
+   1 − uncertainty of the coarse softmax, p_max − p_second (the figure ``summary.json`` reports per organ), so a
+   piece the network hesitated over, a guess between two classes, goes, whatever its size. ``0`` turns the rule off;
+   it needs the uncertainty map, which the pipeline computes for it when the map itself was not asked for.
+3. **one connected piece** — of the pieces left, the largest is kept, every other fragment is set to background.
+4. **a plausible size** — an organ whose kept piece is smaller than its minimum volume (``min_ml``, per organ name,
    else ``default_min_ml``) is removed: at that size it is noise, not the organ. An organ that touches the first or
    last axial slice is exempt (the scan shows only part of it).
 
 Settings come from the model pack (``model.json`` → ``inference.postprocess``, every key optional)::
 
     "postprocess": {"enabled": true, "body": true, "body_threshold_hu": -500, "largest_component": true,
-                    "default_min_ml": 1.0, "min_ml": {"liver": 100.0, ...}}
+                    "min_confidence": 0.0, "default_min_ml": 1.0, "min_ml": {"liver": 100.0, ...}}
+
+Their types and ranges are checked with the rest of the pack (:func:`morse.pack_limits.check_postprocess`).
 
 The work is done in bounding boxes per organ (:func:`scipy.ndimage.find_objects`); the only volume-sized temporaries
 are the body mask, computed on a grid of about 2 mm in-plane (one byte per voxel of that grid and an int32 label
@@ -27,7 +33,6 @@ array of it), and the input itself.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +52,7 @@ class PostprocessSettings:
     body: bool = True
     body_threshold_hu: float = -500.0
     largest_component: bool = True
+    min_confidence: float = 0.0
     default_min_ml: float = 1.0
     min_ml: dict[str, float] = field(default_factory=dict)
 
@@ -58,51 +64,36 @@ def settings_from_pack(pack) -> PostprocessSettings:
     """The ``inference.postprocess`` settings of a model pack (defaults for every key it leaves out).
 
     Raises:
-        ModelPackError: a key is unknown or has the wrong type.
+        ModelPackError: a key is unknown, has the wrong type or range, or ``min_ml`` names an organ the pack lacks.
     """
     meta = getattr(pack, "meta", None) or {}
     raw = (meta.get("inference") or {}).get("postprocess")
-    return settings_from_dict(raw, where=f"{getattr(pack, 'path', 'model pack')}/model.json inference.postprocess")
+    where = f"{getattr(pack, 'path', 'model pack')}/model.json inference.postprocess"
+    settings = settings_from_dict(raw, where=where)
+    names = {info.name for info in getattr(pack, "labels", None) or []}
+    strangers = sorted(set(settings.min_ml) - names) if names else []
+    if strangers:  # a misspelt organ would silently fall back to the default minimum
+        raise ModelPackError(f"{where}.min_ml names {strangers}, which are not the model's organs {sorted(names)}")
+    return settings
 
 
 def settings_from_dict(raw, where: str = "postprocess") -> PostprocessSettings:
-    """Validated :class:`PostprocessSettings` from a mapping (None or absent keys: defaults)."""
+    """Validated :class:`PostprocessSettings` from a mapping (None or absent keys: defaults; true/false: every rule
+    on/off). The checks are :func:`morse.pack_limits.check_postprocess`, the ones a model pack gets when loaded."""
+    from ..pack_limits import check_postprocess
+
+    problems = check_postprocess(raw, prefix=where)
+    if problems:
+        raise ModelPackError("; ".join(problems))
     if raw is None:
         return PostprocessSettings()
     if isinstance(raw, bool):
         return PostprocessSettings(enabled=raw)
-    if not isinstance(raw, dict):
-        raise ModelPackError(f"{where} must be an object or true/false, not {type(raw).__name__}")
-    defaults = PostprocessSettings()
-    known = set(defaults.__dict__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ModelPackError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-
-    def flag(key):
-        value = raw.get(key, getattr(defaults, key))
-        if not isinstance(value, bool):
-            raise ModelPackError(f"{where}.{key} must be true or false, not {value!r}")
-        return value
-
-    def number(key, value, minimum=None):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or (minimum is not None and value < minimum):
-            bound = f" ≥ {minimum:g}" if minimum is not None else ""
-            raise ModelPackError(f"{where}.{key} must be a finite number{bound}, not {value!r}")
-        return float(value)
-
-    min_ml = raw.get("min_ml", {})
-    if not isinstance(min_ml, dict):
-        raise ModelPackError(f"{where}.min_ml must map organ names to millilitres")
-    return PostprocessSettings(
-        enabled=flag("enabled"),
-        body=flag("body"),
-        body_threshold_hu=number("body_threshold_hu", raw.get("body_threshold_hu", defaults.body_threshold_hu)),
-        largest_component=flag("largest_component"),
-        default_min_ml=number("default_min_ml", raw.get("default_min_ml", defaults.default_min_ml), 0.0),
-        min_ml={str(k): number(f"min_ml.{k}", v, 0.0) for k, v in min_ml.items()},
-    )
+    values = {k: v for k, v in raw.items() if k != "min_ml"}
+    numbers = {k: float(v) for k, v in values.items() if not isinstance(v, bool)}
+    flags = {k: v for k, v in values.items() if isinstance(v, bool)}
+    min_ml = {str(k): float(v) for k, v in raw.get("min_ml", {}).items()}
+    return PostprocessSettings(**flags, **numbers, min_ml=min_ml)
 
 
 def is_hounsfield(intensity) -> bool:
@@ -164,11 +155,13 @@ class OrganChange:
     outside_body_ml: float = 0.0
     fragments_ml: float = 0.0
     fragments: int = 0
+    low_confidence_ml: float = 0.0
+    low_confidence_pieces: int = 0
     too_small_ml: float = 0.0
 
     @property
     def removed_ml(self) -> float:
-        return self.outside_body_ml + self.fragments_ml + self.too_small_ml
+        return self.outside_body_ml + self.low_confidence_ml + self.fragments_ml + self.too_small_ml
 
     def to_dict(self) -> dict:
         return {
@@ -177,6 +170,8 @@ class OrganChange:
             "outside_body_ml": round(self.outside_body_ml, 1),
             "fragments_ml": round(self.fragments_ml, 1),
             "fragments": self.fragments,
+            "low_confidence_ml": round(self.low_confidence_ml, 1),
+            "low_confidence_pieces": self.low_confidence_pieces,
             "too_small_ml": round(self.too_small_ml, 1),
         }
 
@@ -187,12 +182,16 @@ def postprocess_labels(
     labels_info,
     settings: PostprocessSettings,
     body: BodyMask | None = None,
+    uncertainty_zyx: np.ndarray | None = None,
 ) -> dict[str, OrganChange]:
-    """Apply the rules to ``labels_zyx`` **in place** (background = 0); ``body=None`` skips the body rule.
+    """Apply the rules to ``labels_zyx`` **in place** (background = 0); ``body=None`` skips the body rule,
+    ``uncertainty_zyx=None`` (the uncertainty map on the same grid: float 0..1, or uint8 0..255) the confidence rule.
 
     Returns what was removed per organ (organs absent from the labels are left out)."""
     from scipy import ndimage
 
+    by_confidence = uncertainty_zyx is not None and settings.min_confidence > 0
+    scale = 255.0 if uncertainty_zyx is not None and uncertainty_zyx.dtype == np.uint8 else 1.0
     voxel_ml = float(np.prod([float(s) for s in spacing_zyx])) / 1000.0
     boxes = ndimage.find_objects(labels_zyx)
     changes: dict[str, OrganChange] = {}
@@ -212,11 +211,20 @@ def postprocess_labels(
             if outside:
                 keep = keep & inside
                 change.outside_body_ml = outside * voxel_ml
-        if settings.largest_component and keep.any():
+        if (by_confidence or settings.largest_component) and keep.any():
             components, count = ndimage.label(keep, structure=full)
-            if count > 1:
-                sizes = np.bincount(components.ravel())
-                sizes[0] = 0
+            sizes = np.bincount(components.ravel(), minlength=count + 1)
+            sizes[0] = 0
+            if by_confidence:
+                mean_u = ndimage.mean(uncertainty_zyx[bb], components, index=np.arange(1, count + 1))
+                unsure = np.nonzero(1.0 - np.asarray(mean_u, np.float64) / scale < settings.min_confidence)[0] + 1
+                if unsure.size:
+                    change.low_confidence_pieces = int(unsure.size)
+                    change.low_confidence_ml = float(sizes[unsure].sum()) * voxel_ml
+                    sizes[unsure] = 0
+                    count -= int(unsure.size)
+                    keep = sizes[components] > 0
+            if settings.largest_component and count > 1:
                 largest = int(np.argmax(sizes))
                 change.fragments = int(count) - 1
                 change.fragments_ml = float(sizes.sum() - sizes[largest]) * voxel_ml
@@ -242,6 +250,9 @@ def describe_changes(changes: dict[str, OrganChange], min_ml: float = 1.0) -> li
         why = []
         if c.outside_body_ml >= 0.05:
             why.append(f"{c.outside_body_ml:.1f} ml outside the body")
+        if c.low_confidence_ml >= 0.05:
+            n = c.low_confidence_pieces
+            why.append(f"{c.low_confidence_ml:.1f} ml in {n} low-confidence piece{'s' if n != 1 else ''}")
         if c.fragments_ml >= 0.05:
             why.append(
                 f"{c.fragments_ml:.1f} ml in {c.fragments} fragment{'s' if c.fragments != 1 else ''} apart from "
@@ -272,10 +283,12 @@ def postprocess_volume(
     labels_info,
     settings: PostprocessSettings,
     hounsfield: bool = True,
+    uncertainty: np.ndarray | None = None,
 ) -> Postprocessed:
     """Apply the rules in place to every array of ``label_arrays`` (KJI, on the grid of ``volume``), the first being the
     refined labels whose changes are reported. The arrays are reoriented to LPS (views) so that the body's holes are
-    filled in axial slices whatever the scan's orientation; ``hounsfield=False`` skips the body rule."""
+    filled in axial slices whatever the scan's orientation; ``hounsfield=False`` skips the body rule, and
+    ``uncertainty`` (KJI, the result's uncertainty map) None the confidence rule."""
     from ..geometry import AxisReorder, spacing_ijk
 
     reorder = AxisReorder.to_orientation(ijk_to_ras, volume.shape, "LPS")
@@ -284,13 +297,14 @@ def postprocess_volume(
     body = body_mask(reorder.apply(volume), spacing_zyx, settings.body_threshold_hu) if hounsfield else None
     if not settings.enabled:
         return Postprocessed(changes={}, messages=[], body=body)
+    unsure = None if uncertainty is None else reorder.apply(uncertainty)
     changes: dict[str, OrganChange] = {}
     seen: list[np.ndarray] = []
     for n, labels in enumerate(label_arrays):
         if labels is None or any(labels is s for s in seen):
             continue
         seen.append(labels)
-        result = postprocess_labels(reorder.apply(labels), spacing_zyx, labels_info, settings, body)
+        result = postprocess_labels(reorder.apply(labels), spacing_zyx, labels_info, settings, body, unsure)
         if n == 0:
             changes = result
     return Postprocessed(changes=changes, messages=describe_changes(changes), body=body)

@@ -281,6 +281,12 @@ def segment_volume(
     if spatial_dims == 3:
         roi = tuple(getattr(net.backbone, "img_size", None) or pack.inference.get("roi_size") or (96, 96, 96))
     requested = batch_size or (int(pack.inference["batch_size"]) if spatial_dims == 2 else 1)
+    settings = settings_from_pack(pack)
+    if postprocess is not None:
+        settings.enabled = bool(postprocess)
+    # the confidence rule reads the uncertainty map: computed for it even when not asked for, so that the labels
+    # do not depend on which maps were requested
+    wanted_uncertainty, uncertainty = uncertainty, uncertainty or (settings.enabled and settings.min_confidence > 0)
     plan = plan_inference(
         volume.shape,
         volume.dtype.itemsize,
@@ -318,9 +324,6 @@ def segment_volume(
     report("finishing", 1.0)
     with stage(timings, "postprocess"):
         arrays = outputs.arrays
-        settings = settings_from_pack(pack)
-        if postprocess is not None:
-            settings.enabled = bool(postprocess)
         post = postprocess_volume(
             volume,
             ijk_to_ras,
@@ -328,7 +331,10 @@ def segment_volume(
             pack.labels,
             settings,
             hounsfield=is_hounsfield(pack.preprocessing.intensity),
+            uncertainty=arrays["uncertainty"],
         )
+        if not wanted_uncertainty:
+            arrays["uncertainty"] = None
         messages += post.messages
         # A pack that declares no domain (model.json "domain") has nothing to be checked against.
         declared = domain_of(pack)

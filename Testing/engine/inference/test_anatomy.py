@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+from morse import pack_limits
 from morse.errors import ModelPackError
 from morse.geometry import AxisReorder, ijk_to_ras_from_lps
 from morse.inference.anatomy import (
@@ -14,6 +18,7 @@ from morse.inference.anatomy import (
     postprocess_labels,
     postprocess_volume,
     settings_from_dict,
+    settings_from_pack,
 )
 from morse.inference.result import LabelInfo
 
@@ -174,8 +179,113 @@ def test_disabled_changes_nothing():
 def test_settings_from_the_model_pack():
     assert settings_from_dict(None) == PostprocessSettings()
     assert settings_from_dict(False).enabled is False
-    s = settings_from_dict({"min_ml": {"liver": 100}, "body": False})
+    s = settings_from_dict({"min_ml": {"liver": 100}, "body": False, "min_confidence": 0.5})
     assert s.minimum_ml("liver") == 100.0 and s.minimum_ml("spleen") == 1.0 and not s.body
-    for bad in ({"min_ml": {"liver": -1}}, {"body": "yes"}, {"sizes": {}}, [1], {"body_threshold_hu": float("nan")}):
+    assert s.min_confidence == 0.5 and s.largest_component and s.enabled
+    bad_settings = (
+        {"min_ml": {"liver": -1}},
+        {"min_ml": [100]},
+        {"body": "yes"},
+        {"sizes": {}},
+        [1],
+        {"body_threshold_hu": float("nan")},
+        {"min_confidence": 1.5},
+        {"min_confidence": True},
+        {"default_min_ml": "1"},
+    )
+    for bad in bad_settings:
         with pytest.raises(ModelPackError):
             settings_from_dict(bad)
+
+
+def test_one_validation_path_for_the_settings():
+    """What anatomy accepts is what a model pack is checked for when it loads: the same keys, the same problems."""
+    assert set(pack_limits.POSTPROCESS_KEYS) == {f.name for f in dataclasses.fields(PostprocessSettings)}
+    bad = {"min_confidence": -0.1, "min_ml": {"liver": 1e9}, "largest_component": 1}
+    problems = pack_limits.check_postprocess(bad)
+    assert len(problems) == 3
+    assert pack_limits.check_inference({"batch_size": 4, "postprocess": bad}) == problems  # a pack refuses them
+    with pytest.raises(ModelPackError) as err:
+        settings_from_dict(bad, where="inference.postprocess")
+    assert str(err.value) == "; ".join(problems)
+    assert pack_limits.check_postprocess(True) == [] and pack_limits.check_postprocess(None) == []
+
+
+def test_min_ml_must_name_the_models_organs():
+    pack = SimpleNamespace(meta={"inference": {"postprocess": {"min_ml": {"livr": 100}}}}, labels=INFOS, path="p")
+    with pytest.raises(ModelPackError, match="livr"):
+        settings_from_pack(pack)
+    pack.meta["inference"]["postprocess"]["min_ml"] = {"liver": 100}
+    assert settings_from_pack(pack).minimum_ml("liver") == 100
+
+
+def _two_livers():
+    """A liver of 800 voxels the network was unsure of (uncertainty 0.8) and one of 200 it was sure of (0.1)."""
+    labels = np.zeros((20, 64, 64), np.uint8)
+    uncertainty = np.zeros(labels.shape, np.float32)
+    labels[2:10, 10:20, 10:20] = LIVER
+    uncertainty[2:10, 10:20, 10:20] = 0.8
+    labels[12:14, 30:40, 30:40] = LIVER
+    uncertainty[12:14, 30:40, 30:40] = 0.1
+    return labels, uncertainty
+
+
+@pytest.mark.parametrize("stored", ["float", "uint8"])
+def test_unsure_piece_is_dropped_before_the_largest_is_kept(stored):
+    labels, uncertainty = _two_livers()
+    if stored == "uint8":  # the Slicer module's maps: round(value·255)
+        uncertainty = np.round(uncertainty * 255).astype(np.uint8)
+    plain = labels.copy()
+    postprocess_labels(plain, SPACING, INFOS, PostprocessSettings(default_min_ml=0.0), None, uncertainty)
+    assert np.count_nonzero(plain) == 800  # min_confidence 0: the rule is off, the largest piece wins
+    settings = PostprocessSettings(default_min_ml=0.0, min_confidence=0.5)
+    changes = postprocess_labels(labels, SPACING, INFOS, settings, None, uncertainty)
+    assert np.count_nonzero(labels) == 200 and labels[12:14, 30:40, 30:40].all()  # the sure one stays
+    c = changes["liver"]
+    assert c.low_confidence_pieces == 1 and c.low_confidence_ml == pytest.approx(800 * 0.002)
+    assert c.fragments == 0 and c.removed_ml == pytest.approx(1.6)
+    (message,) = describe_changes(changes)
+    assert "liver: 1.6 ml in 1 low-confidence piece" in message
+
+
+def test_confidence_is_the_mean_over_the_piece():
+    """Half of the piece at uncertainty 0.2, half at 0.6: mean confidence 0.6, kept below it, dropped above."""
+    labels = np.zeros((10, 20, 20), np.uint8)
+    labels[2:6, 5:15, 5:15] = KIDNEY_L  # 400 voxels
+    uncertainty = np.zeros(labels.shape, np.float32)
+    uncertainty[2:4, 5:15, 5:15] = 0.2
+    uncertainty[4:6, 5:15, 5:15] = 0.6
+    for threshold, kept in ((0.55, 400), (0.65, 0)):
+        out = labels.copy()
+        settings = PostprocessSettings(default_min_ml=0.0, min_confidence=threshold)
+        changes = postprocess_labels(out, SPACING, INFOS, settings, None, uncertainty)
+        assert np.count_nonzero(out == KIDNEY_L) == kept
+        assert changes["kidney_left"].low_confidence_ml == pytest.approx((400 - kept) * 0.002)
+
+
+def test_confidence_rule_without_largest_piece_rule_and_without_a_map():
+    labels, uncertainty = _two_livers()
+    labels[15:17, 50:55, 50:55] = LIVER  # a third, sure piece: both sure ones stay when only the confidence rule is on
+    settings = PostprocessSettings(default_min_ml=0.0, min_confidence=0.5, largest_component=False)
+    out = labels.copy()
+    postprocess_labels(out, SPACING, INFOS, settings, None, uncertainty)
+    assert np.count_nonzero(out) == 200 + 50
+    out = labels.copy()
+    postprocess_labels(out, SPACING, INFOS, settings, None, None)  # no map: the rule cannot apply
+    assert np.array_equal(out, labels)
+
+
+def test_volume_rules_read_the_uncertainty_map_in_its_own_layout():
+    ct = _ct()
+    labels, uncertainty = _two_livers()
+    m = ijk_to_ras_from_lps((0.0, 0.0, 0.0), (SPACING[2], SPACING[1], SPACING[0]), np.eye(3).ravel())
+    layout = AxisReorder(transpose=(2, 1, 0), flip=(True, False, True), shape=ct.shape)
+
+    def stored(a):
+        return np.ascontiguousarray(layout.apply(a))
+
+    out = stored(labels)
+    settings = PostprocessSettings(default_min_ml=0.0, min_confidence=0.5)
+    post = postprocess_volume(stored(ct), layout.reoriented_ijk_to_ras(m), [out], INFOS, settings,
+                              uncertainty=stored(uncertainty))  # fmt: skip
+    assert np.count_nonzero(out) == 200 and post.changes["liver"].low_confidence_pieces == 1
