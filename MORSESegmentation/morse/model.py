@@ -7,6 +7,7 @@ uncertain cells by the head's predictions, a configurable number of rounds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,12 +17,13 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .heads.point_head import PointHead
 from .heads.point_ops import (
-    gather_cells,
+    gather_ragged,
     grid_coords,
     indices_to_coords,
     most_uncertain_indices,
     sample_points,
     scatter_cells_,
+    scatter_ragged_,
     select_training_points,
     uncertainty,
 )
@@ -107,6 +109,8 @@ class MorseModel(nn.Module):
         refine: bool = True,
         gating_stride: int | None = None,
         timings: dict[str, float] | None = None,
+        render_margin: float | None = None,
+        render_within: Tensor | None = None,
     ) -> Prediction:
         """Inference on ``(B, in, *S)``: coarse and refined logits, rectified cells, optional gate maps.
 
@@ -114,6 +118,10 @@ class MorseModel(nn.Module):
         ``test_points`` most uncertain cell centres with the *original* coarse logits there, and overwrites exactly
         those cells. With ``upsample`` the current logits are first doubled in size (PointRend); otherwise all rounds
         stay on the input grid. ``timings`` (optional) accumulates seconds for "backbone", "refine" and "gating".
+
+        Adaptive budget (fixed grid only): ``render_margin`` renders, of those ``test_points`` cells per sample, only
+        the ones whose top-2 logit margin is below it, and ``render_within (B, *S)`` bool only the ones inside it (the
+        body); a slice with no doubtful cell then costs no head evaluation at all.
         """
         with stage(timings, "backbone", x.device):
             out = self.backbone(x)
@@ -122,47 +130,69 @@ class MorseModel(nn.Module):
         if refine and self.head is not None:
             with stage(timings, "refine", x.device):
                 prepared = self.features.prepare(out.experts, self.cfg.point_head.test_points)
-                refined, rectified = self._refine(coarse, out.experts, prepared)
+                if self.cfg.point_head.upsample:
+                    refined, rectified = self._refine_upsampling(coarse, out.experts, prepared)
+                else:
+                    refined, rectified = self._refine(coarse, out.experts, prepared, render_margin, render_within)
         gating = None
         if gating_stride and self.features is not None and self.features.cfg.kind == "smoe":
             with stage(timings, "gating", x.device):
                 gating = self.gate_map(out.experts, tuple(coarse.shape[2:]), gating_stride, prepared)
         return Prediction(coarse=coarse, refined=refined, rectified=rectified, gating=gating)
 
-    def _refine(self, coarse: Tensor, experts: list[Tensor], prepared: list | None = None) -> tuple[Tensor, Tensor]:
+    def _refine(
+        self,
+        coarse: Tensor,
+        experts: list[Tensor],
+        prepared: list | None = None,
+        margin: float | None = None,
+        within: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Rounds on the coarse grid: logits ``(B, C, *S)`` and rectified cells ``(B, *S)``.
+
+        A cell chosen again in a later round would get exactly the value it already has (same centre, same
+        features, same original coarse logits), so each round evaluates only its newly chosen cells; the cells of
+        all samples go through the head as one ragged set, so samples with few doubtful cells pad nothing.
+        """
         pc = self.cfg.point_head
         size = tuple(coarse.shape[2:])
-        current = coarse
-        rectified = torch.zeros(coarse.shape[0], *size, dtype=torch.bool, device=coarse.device)
-        scores = None  # uncertainty of `current` per cell, kept up to date on a fixed grid
+        batch, num_cells = coarse.shape[0], math.prod(size)
+        budget = min(pc.test_points, num_cells)
+        current = coarse.clone()  # one copy, then updated in place round after round
+        rectified = torch.zeros(batch, num_cells, dtype=torch.bool, device=coarse.device)
+        scores = uncertainty(current).flatten(1)  # kept up to date: only re-predicted cells change
+        allowed = None if within is None else within.reshape(batch, num_cells)
         for _ in range(pc.subdivision_steps):
-            if pc.upsample:
-                size = tuple(2 * s for s in current.shape[2:])
-                mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
-                current = F.interpolate(current, size=size, mode=mode, align_corners=False)
-                rectified = F.interpolate(rectified[:, None].float(), size=size, mode="nearest")[:, 0] > 0
-                idx = most_uncertain_indices(current, pc.test_points)
-            else:
-                if scores is None:
-                    scores = uncertainty(current).flatten(1)
-                    current = current.clone()  # one copy, then updated in place round after round
-                idx = scores.topk(min(pc.test_points, scores.shape[1]), dim=1).indices
-            if not pc.upsample:
-                # On a fixed grid a cell chosen again would get exactly the value it already has (same centre, same
-                # features, same original coarse logits): evaluate only the newly chosen cells.
-                idx = _new_cells_only(idx, rectified.reshape(rectified.shape[0], -1))
-                if idx is None:
-                    break
+            rows, cells_ = _chosen_cells(scores, rectified, budget, margin, allowed)
+            if rows.numel() == 0:
+                break
+            coords = indices_to_coords(cells_[None], size)  # (1, P, n)
+            fine, _ = self.features.at_points(experts, coords, size, prepared, batch=rows)
+            coarse_pts = gather_ragged(coarse, rows, cells_)[None]  # exact at cell centres
+            point_logits = self.head(fine, coarse_pts, coords)[0].to(current.dtype)  # (P, C)
+            scatter_ragged_(current, rows, cells_, point_logits)
+            scores[rows, cells_] = uncertainty(point_logits, dim=-1)
+            rectified[rows, cells_] = True
+        return current, rectified.view(batch, *size)
+
+    def _refine_upsampling(
+        self, coarse: Tensor, experts: list[Tensor], prepared: list | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """PointRend's rounds: the current logits doubled in size each round, then the ``test_points`` most uncertain
+        cells re-predicted → logits ``(B, C, *S·2^steps)`` and rectified cells."""
+        pc = self.cfg.point_head
+        current = coarse
+        rectified = torch.zeros(coarse.shape[0], *coarse.shape[2:], dtype=torch.bool, device=coarse.device)
+        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
+        for _ in range(pc.subdivision_steps):
+            size = tuple(2 * s for s in current.shape[2:])
+            current = F.interpolate(current, size=size, mode=mode, align_corners=False)
+            rectified = F.interpolate(rectified[:, None].float(), size=size, mode="nearest")[:, 0] > 0
+            idx = most_uncertain_indices(current, pc.test_points)
             coords = indices_to_coords(idx, size)
             fine, _ = self.features.at_points(experts, coords, tuple(coarse.shape[2:]), prepared)
-            if current.shape[2:] == coarse.shape[2:]:
-                coarse_pts = gather_cells(coarse, idx)  # exact at cell centres, no interpolation needed
-            else:
-                coarse_pts = sample_points(coarse, coords)
-            point_logits = self.head(fine, coarse_pts, coords)
+            point_logits = self.head(fine, sample_points(coarse, coords), coords)
             current = scatter_cells_(current, idx, point_logits)
-            if scores is not None:  # only the re-predicted cells changed: the same top-2 on their new logits
-                scores.scatter_(1, idx, uncertainty(point_logits.to(current.dtype), dim=-1))
             rectified.view(rectified.shape[0], -1).scatter_(1, idx, True)
         return current, rectified
 
@@ -185,23 +215,29 @@ class MorseModel(nn.Module):
         return weights.transpose(1, 2).reshape(weights.shape[0], weights.shape[2], *grid_shape)
 
 
-def _new_cells_only(idx: Tensor, done: Tensor) -> Tensor | None:
-    """Indices ``(B, N)`` reduced to those not yet ``done (B, cells)``, padded per row by repeating a new index.
+def _chosen_cells(
+    scores: Tensor, done: Tensor, budget: int, margin: float | None, allowed: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The cells one round renders, as a ragged set: sample ``rows (P,)`` and flat cell indices ``(P,)``.
 
-    Returns None when no row has a new cell. Repeats are harmless: the same cell gets the same value twice.
+    Of the ``budget`` most uncertain cells of each sample (``scores (B, cells)``, higher = less sure), those not yet
+    ``done``, inside ``allowed`` and, with ``margin``, whose top-2 margin ``-score`` is below it.
     """
-    is_new = ~done.gather(1, idx)
-    counts = is_new.sum(1)
-    width = int(counts.max())
-    if width == 0:
-        return None
-    if width == idx.shape[1]:
-        return idx
-    # stable order: new cells first, in uncertainty order
-    order = torch.argsort((~is_new).to(torch.int8), dim=1, stable=True)[:, :width]
-    picked = idx.gather(1, order)
-    pad = torch.arange(width, device=idx.device).unsqueeze(0) >= counts.unsqueeze(1)
-    return torch.where(pad & (counts > 0).unsqueeze(1), picked[:, :1], picked)
+    doubtful = None if margin is None else scores > -margin
+    if doubtful is not None and int(doubtful.sum(1).max()) <= budget:
+        # every doubtful cell is among the budget's most uncertain: no ranking needed
+        keep = doubtful & ~done
+        if allowed is not None:
+            keep &= allowed
+        return keep.nonzero(as_tuple=True)
+    top = scores.topk(budget, dim=1)
+    keep = ~done.gather(1, top.indices)
+    if doubtful is not None:
+        keep &= top.values > -margin
+    if allowed is not None:
+        keep &= allowed.gather(1, top.indices)
+    rows, ranks = keep.nonzero(as_tuple=True)
+    return rows, top.indices[rows, ranks]
 
 
 def point_labels(labels: Tensor, coords: Tensor) -> Tensor:

@@ -63,11 +63,15 @@ def _flat_index(per_axis: list[Tensor], sizes: tuple[int, ...]) -> Tensor:
     return index
 
 
-def take_rows(rows: Tensor, index: Tensor) -> Tensor:
-    """``rows (B, N, C)`` at per-batch row indices ``index (B, M)`` → ``(B, M, C)``."""
+def take_rows(rows: Tensor, index: Tensor, batch: Tensor | None = None) -> Tensor:
+    """``rows (B, N, C)`` at per-batch row indices ``index (B, M)`` → ``(B, M, C)``.
+
+    ``batch (M,)``: ``index (1, M)`` is one ragged set of rows taken from all B maps, row ``m`` from map
+    ``batch[m]`` → ``(1, M, C)``.
+    """
     b, n, c = rows.shape
-    offset = torch.arange(b, device=index.device).unsqueeze(1) * n
-    return rows.reshape(b * n, c).index_select(0, (index + offset).reshape(-1)).reshape(b, -1, c)
+    offset = torch.arange(b, device=index.device).unsqueeze(1) * n if batch is None else (batch * n).unsqueeze(0)
+    return rows.reshape(b * n, c).index_select(0, (index + offset).reshape(-1)).reshape(index.shape[0], -1, c)
 
 
 def sample_rows(
@@ -76,8 +80,12 @@ def sample_rows(
     coords: Tensor,
     mode: str = "linear",
     fn: Callable[[Tensor], Tensor] | None = None,
+    batch: Tensor | None = None,
 ) -> Tensor:
     """Sample a map stored as rows ``(B, N, C)`` over grid ``sizes`` at ``coords (B, P, n)`` → ``(B, P, C')``.
+
+    ``batch (P,)``: ``coords (1, P, n)`` is one ragged point set over all B maps, point ``p`` on map ``batch[p]``
+    (→ ``(1, P, C')``); slices needing different numbers of points then cost no padding.
 
     mode ``linear`` is bilinear (2D) / trilinear (3D); ``nearest`` picks the containing cell.
     ``fn``, a per-cell function on channels-last tensors ``(B, M, C) -> (B, M, C')`` (e.g. an expert MLP), is applied
@@ -91,7 +99,7 @@ def sample_rows(
         for axis, size in enumerate(sizes):
             x = coords[..., len(sizes) - 1 - axis]
             per_axis.append((x * size).floor().long().clamp(0, size - 1))
-        values = take_rows(rows, _flat_index(per_axis, sizes))
+        values = take_rows(rows, _flat_index(per_axis, sizes), batch)
         return fn(values) if fn is not None else values
     if mode != "linear":
         raise ValueError(f"unknown sampling mode {mode!r}")
@@ -106,7 +114,8 @@ def sample_rows(
             w = w * (frac if bit else 1 - frac)
         indices.append(_flat_index(per_axis, sizes))
         weights.append(w)
-    gathered = take_rows(rows, torch.cat(indices, dim=1))  # (B, K·P, C)
+    corner_batch = None if batch is None else batch.repeat(len(corners))
+    gathered = take_rows(rows, torch.cat(indices, dim=1), corner_batch)  # (B, K·P, C)
     if fn is not None:
         gathered = fn(gathered)
     gathered = gathered.reshape(b, len(corners), p, gathered.shape[-1])
@@ -117,11 +126,15 @@ def sample_rows(
 
 
 def sample_points(
-    feature: Tensor, coords: Tensor, mode: str = "linear", fn: Callable[[Tensor], Tensor] | None = None
+    feature: Tensor,
+    coords: Tensor,
+    mode: str = "linear",
+    fn: Callable[[Tensor], Tensor] | None = None,
+    batch: Tensor | None = None,
 ) -> Tensor:
     """Sample a channel-first map ``(B, C, *S)`` at ``coords (B, P, n)`` → channels-last ``(B, P, C')``
     (see :func:`sample_rows`)."""
-    return sample_rows(cells(feature), tuple(feature.shape[2:]), coords, mode=mode, fn=fn)
+    return sample_rows(cells(feature), tuple(feature.shape[2:]), coords, mode=mode, fn=fn, batch=batch)
 
 
 def most_uncertain_indices(logits: Tensor, num_points: int) -> Tensor:
@@ -171,6 +184,20 @@ def scatter_cells_(feature: Tensor, indices: Tensor, values: Tensor) -> Tensor:
     flat.scatter_(2, indices.unsqueeze(1).expand(-1, c, -1), values.transpose(1, 2).to(flat.dtype))
     if flat.data_ptr() != feature.data_ptr():
         feature.copy_(flat.view(feature.shape))
+    return feature
+
+
+def gather_ragged(feature: Tensor, batch: Tensor, index: Tensor) -> Tensor:
+    """Values ``(P, C)`` of ``feature (B, C, *S)`` (either memory format) at cells ``index (P,)`` (flat, C order)
+    of maps ``batch (P,)``."""
+    return feature.flatten(2)[batch, :, index]
+
+
+def scatter_ragged_(feature: Tensor, batch: Tensor, index: Tensor, values: Tensor) -> Tensor:
+    """Replace, in place, the cells ``index (P,)`` of maps ``batch (P,)`` of ``feature (B, C, *S)`` by
+    ``values (P, C)``; returns ``feature``."""
+    flat = feature.view(*feature.shape[:2], -1)  # a view (never a copy) in both memory formats
+    flat[batch, :, index] = values.to(feature.dtype)
     return feature
 
 

@@ -158,17 +158,20 @@ class SMoE(nn.Module):
             prepared.append((body(rows) if native else rows, sizes, native))
         return prepared
 
-    def expert_at_points(self, k: int, prepared: tuple[Tensor, tuple[int, ...], bool], coords: Tensor) -> Tensor:
-        """MLP_k(E_k) interpolated at ``coords (B, P, n)`` → ``(B, P, d)``, exactly, by the cheaper route."""
+    def expert_at_points(
+        self, k: int, prepared: tuple[Tensor, tuple[int, ...], bool], coords: Tensor, batch: Tensor | None = None
+    ) -> Tensor:
+        """MLP_k(E_k) interpolated at ``coords (B, P, n)`` → ``(B, P, d)``, exactly, by the cheaper route
+        (``batch``: one ragged point set, see :func:`~morse.heads.point_ops.sample_rows`)."""
         rows, sizes, native = prepared
         body, last = self.experts[k].split_affine_tail()
-        values = sample_rows(rows, sizes, coords) if native else sample_rows(rows, sizes, coords, fn=body)
+        values = sample_rows(rows, sizes, coords, fn=None if native else body, batch=batch)
         # an affine last layer commutes with interpolation (corner weights sum to 1): apply it once per point
         return last(values)
 
-    def _point_features(self, experts, coords, prepared) -> list[Tensor]:
+    def _point_features(self, experts, coords, prepared, batch=None) -> list[Tensor]:
         prepared = prepared or self.prepare(experts, coords.shape[1])
-        return [self.expert_at_points(k, p, coords) for k, p in enumerate(prepared)]
+        return [self.expert_at_points(k, p, coords, batch) for k, p in enumerate(prepared)]
 
     def _mix_points(self, feats: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         if self.cfg.kind == "plain":
@@ -177,14 +180,21 @@ class SMoE(nn.Module):
         return weighted_sum(feats, weights), weights
 
     def at_points(
-        self, experts: list[Tensor], coords: Tensor, size: tuple[int, ...], prepared: list | None = None
+        self,
+        experts: list[Tensor],
+        coords: Tensor,
+        size: tuple[int, ...],
+        prepared: list | None = None,
+        batch: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x_out (B, P, out)`` and weights ``(B, P, N)`` at ``coords (B, P, n)``; ``size`` is the target grid.
-        ``prepared`` (from :meth:`prepare`) skips re-preparing the experts."""
+        ``prepared`` (from :meth:`prepare`) skips re-preparing the experts. ``batch (P,)``: ``coords (1, P, n)`` is
+        one ragged point set, point ``p`` on sample ``batch[p]`` (outputs ``(1, P, ·)``)."""
         if not self.sparse_exact:
             x_out, weights = self.dense(experts, size)
-            return sample_points(x_out, coords), (sample_points(weights, coords) if weights is not None else None)
-        fused, weights = self._mix_points(self._point_features(experts, coords, prepared))
+            gates = sample_points(weights, coords, batch=batch) if weights is not None else None
+            return sample_points(x_out, coords, batch=batch), gates
+        fused, weights = self._mix_points(self._point_features(experts, coords, prepared, batch))
         return self._fuse(fused), weights
 
     def gate_weights_on_grid(
