@@ -227,3 +227,50 @@ def test_2d_slices():
     cm = compute_metrics(pred, gt, {1: "x"}, spacing=(1.0, 0.5))
     assert cm.per_class["x"]["dsc"] == pytest.approx(0.7)
     assert cm.per_class["x"]["hd95"] == pytest.approx(1.5)  # 3 columns × 0.5 mm
+
+
+def _three_blobs(seed: int, shape=(24, 40, 36)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.uint8)
+    for value in (1, 2, 3):
+        noise = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0)
+        lab[(noise > np.quantile(noise, 0.9)) & (lab == 0)] = value
+    return lab
+
+
+# (DSC, Jaccard, HD95, ASD) of classes a and b, computed with the scipy distance-transform kernels these metrics were
+# first written with; the library kernels must reproduce them (float32 distances: relative 1e-6).
+_PINNED = {
+    ("default", "mm"): {
+        "a": (0.080304031725, 0.0418316405578, 10.0874102998, 4.49187512452),
+        "b": (0.590625291212, 0.419069029357, 8.80042612261, 1.8513450663),
+    },
+    ("default", "voxel"): {
+        "a": (0.080304031725, 0.0418316405578, 9.43398113206, 4.56117786294),
+        "b": (0.590625291212, 0.419069029357, 8.48528137424, 1.87828837041),
+    },
+    ("paper", "mm"): {
+        "a": (0.080304031725, 0.0418316405578, 9.16293200909, 3.82074167118),
+        "b": (0.590625291212, 0.419069029357, 8.06808113876, 2.49775804859),
+    },
+    ("paper", "voxel"): {
+        "a": (0.080304031725, 0.0418316405578, 9.0, 3.95267703444),
+        "b": (0.590625291212, 0.419069029357, 7.81024967591, 2.47349902884),
+    },
+}
+
+
+@pytest.mark.parametrize("convention, units", list(_PINNED))
+def test_numbers_are_those_of_the_first_implementation(convention, units):
+    gt = _three_blobs(0)
+    pred = _three_blobs(1)
+    pred[ndimage.binary_dilation(gt == 2)] = 2
+    pred[pred == 3] = 0  # class c missed
+    pred[:3, :5, :5] = 4  # class d: a false positive
+    labels = {1: "a", 2: "b", 3: "c", 4: "d"}
+    cm = compute_metrics(pred, gt, labels, spacing=(2.5, 0.8, 0.7), units=units, convention=convention)
+    for name, expected in _PINNED[(convention, units)].items():
+        assert tuple(cm.per_class[name].values()) == pytest.approx(expected, rel=1e-6, abs=1e-9), name
+    assert cm.status == {"a": "present", "b": "present", "c": "missed", "d": "false_positive"}
+    empty_rules = {"default": (0.0, 0.0, math.nan, math.nan), "paper": (0.0, 0.0, 0.0, 0.0)}[convention]
+    assert tuple(cm.per_class["c"].values()) == pytest.approx(empty_rules, nan_ok=True)
