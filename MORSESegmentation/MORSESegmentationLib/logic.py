@@ -1,11 +1,40 @@
-"""The module's logic: input node → engine → output nodes. GUI-free; usable from the Python console.
+"""The module's logic: input node → engine → output nodes, and the one owner of a background run. GUI-free.
 
-A run has three steps, so that the widget can run the middle one in a worker process:
+Run contract (what the panel and the Python console use)::
 
-1. :meth:`SegmentationLogic.prepareRequest` (main thread): resolve the input (default: the active volume), check
+    options = RunOptions.fromParameterNode(logic.getParameterNode())      # or RunOptions(inputVolume=node, ...)
+    logic.startRun(options, onProgress=None, onLog=None, onFinished=None)  # returns at once
+    logic.isRunning                # True from startRun until just before onFinished is called
+    logic.cancelRun()              # any time; also while outputs are being created
+    logic.waitForRun(timeout=None) # blocks (scripts, tests); returns the RunOutcome
+    logic.shutdownWorker()         # end the warm worker (also done on scene close and in cleanup())
+
+- ``startRun`` checks the input (before anything is installed), then the Python packages (first use: asks, then
+  installs), captures the voxels and hands the run to the warm worker process. It raises :class:`MorseError`
+  (``InputError``, ``DependencyError``...) for problems found before the run starts; after it returns, the outcome
+  arrives only through ``onFinished``. It raises :class:`RunError` while another run is going.
+- ``onProgress(stage, overall)``: ``overall`` in 0..1 for the whole run, never decreasing. ``onLog(text, level)``:
+  each distinct text once per run (device fallback, engine warnings, worker start-up); ``level`` is a ``logging``
+  level. ``onFinished(outcome)``: a :class:`RunOutcome` whose ``status`` is ``done``, ``cancelled`` or ``failed``;
+  ``outcome.outputs`` (done) names every node created, ``outcome.error`` (failed) says why. The same three are also
+  signals (``logic.progressChanged``, ``logic.logged``, ``logic.finished``) that listeners ``connect(callable)`` to.
+- The run advances on a ``qt.QTimer`` owned by the logic (every 100 ms); without Qt (plain Python) call
+  ``logic.pollRun()`` or ``logic.waitForRun()``. The output nodes are created on that thread, at the end; a cancel
+  then (from a callback or a click the GUI processes meanwhile) removes what was created and ends ``cancelled``.
+- The worker stays up between runs, with its model loaded: a second run skips starting Python, importing torch and
+  MONAI and loading the network (``outcome.modelCached``). It is shut down on scene close, module cleanup, after
+  15 minutes idle, or by :meth:`SegmentationLogic.shutdownWorker`; a cancel kills it (the next run starts a new one).
+
+Blocking, in this process: :meth:`SegmentationLogic.process` (same options as keywords). Both paths hand the engine
+the same arguments (:meth:`SegmentationRequest.engineArguments`) and import with the same code
+(:mod:`.resultImport`), so they give the same nodes.
+
+A run's steps, usable one by one:
+
+1. :meth:`SegmentationLogic.captureRequest` (main thread): resolve the input (default: the active volume), check
    it, copy its voxels (KJI) and IJK→RAS matrix.
-2. :meth:`SegmentationLogic.runEngine`: :func:`morse.inference.pipeline.segment_volume` in this process (the
-   widget uses :class:`~MORSESegmentationLib.backgroundRun.WorkerRun` instead). The scene is not touched.
+2. :meth:`SegmentationLogic.runEngine` (in this process) or the worker: :func:`morse.inference.pipeline
+   .segment_volume`. The scene is not touched.
 3. :meth:`SegmentationLogic.importResult` (main thread): create every output node in one transaction. If anything
    fails or the run is cancelled, everything created so far is removed and the scene is as it was.
 
@@ -15,29 +44,33 @@ so a failed re-run keeps the old results. Without it, a run adds new nodes named
 
 A user's own segmentation chosen as ``outputSegmentation`` is never cleared: MORSE adds its organ segments to it and
 leaves every other segment alone. With ``replaceExisting=True`` the organ segments of earlier MORSE runs in it
-(tagged ``MORSE.Output``) are removed; hand-made segments never are. To start from an empty node, choose "Create new
-segmentation" (no ``outputSegmentation``) or clear the node yourself.
+(tagged ``MORSE.Output``) are removed; hand-made segments never are.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import slicer
-from morse.errors import CancelledError, InputError, OutputError
+from morse.errors import CancelledError, InputError, MorseError
 
-from . import outputNodes as out  # noqa: N813  (short name: used on almost every line below)
+from . import resultImport
+from .backgroundRun import WarmWorker, WorkerRun
 from .dependencies import DependencyInstaller
+from .resultImport import SegmentationOutputs
+from .runOptions import RunOptions, SegmentationRequest
 from .volumeArrays import checkInputVolume, volumeToArray
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, float], None]
 CancelCallback = Callable[[], bool]
+POLL_INTERVAL_MS = 100
 
 # Where each stage sits on the overall progress bar (fraction 0..1 within the stage maps into this range).
 STAGE_RANGES = {
@@ -51,68 +84,17 @@ STAGE_RANGES = {
     "creating outputs": (0.93, 1.0),
 }
 
+__all__ = ["RunOptions", "RunOutcome", "SegmentationLogic", "SegmentationOutputs", "SegmentationRequest"]
+
+
+class RunError(MorseError):
+    """A run cannot start now (another one is going)."""
+
 
 def overallProgress(stage: str, fraction: float) -> float:
     """Position of ``(stage, fraction within stage)`` on a 0..1 progress bar; unknown stages keep 0."""
     low, high = STAGE_RANGES.get(stage, (0.0, 0.0))
     return low + (high - low) * min(1.0, max(0.0, float(fraction)))
-
-
-@dataclass
-class SegmentationRequest:
-    """Everything a run needs, captured on the main thread. ``volume`` is a KJI copy of the input's voxels (the
-    widget drops it once the worker has its own copy); ``volumeShape`` is its (K, J, I) shape."""
-
-    inputVolumeID: str
-    inputName: str
-    volume: np.ndarray | None
-    ijkToRas: np.ndarray
-    volumeShape: tuple = ()
-    model: str = "default"
-    device: str = "auto"
-    refine: bool = True
-    gating: bool = True
-    uncertainty: bool = True
-    outputSegmentationID: str | None = None
-    replaceExisting: bool = False
-
-
-@dataclass
-class SegmentationOutputs:
-    """What one run created. Node attributes are the nodes themselves (``None`` when that output was not asked
-    for or not available from the model).
-
-    ``segmentation`` is the organ segmentation: a new node, or the ``outputSegmentation`` passed in (then
-    ``segmentationCreated`` is False and ``segmentIDs`` are the segments added to it).
-    """
-
-    inputVolume: object
-    segmentation: object
-    segmentationCreated: bool = True
-    segmentIDs: list[str] = field(default_factory=list)
-    expertsSegmentation: object = None
-    gatingVolumes: list = field(default_factory=list)
-    uncertaintyVolume: object = None
-    rectifiedSegmentation: object = None
-    mapsFolderItemID: int = 0
-    runID: str = ""
-    modelId: str = ""
-    modelVersion: str = ""
-    device: str = ""
-    timings: dict = field(default_factory=dict)
-    messages: list[str] = field(default_factory=list)
-    replacedNodeNames: list[str] = field(default_factory=list)
-
-    @property
-    def createdNodes(self) -> list:
-        """Every node this run added to the scene (not the reused ``outputSegmentation``)."""
-        nodes = [self.segmentation] if self.segmentationCreated else []
-        nodes += [self.expertsSegmentation, *self.gatingVolumes, self.uncertaintyVolume, self.rectifiedSegmentation]
-        return [n for n in nodes if n is not None]
-
-    @property
-    def createdNodeNames(self) -> list[str]:
-        return [n.GetName() for n in self.createdNodes]
 
 
 def activeVolume():
@@ -122,29 +104,105 @@ def activeVolume():
     return slicer.mrmlScene.GetNodeByID(volumeID) if volumeID else None
 
 
+class Signal:
+    """A list of listeners: ``connect(callable)``, ``disconnect(callable)``, ``emit(*args)`` (Qt-free)."""
+
+    def __init__(self):
+        self._listeners: list[Callable] = []
+
+    def connect(self, listener: Callable) -> None:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def disconnect(self, listener: Callable) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def emit(self, *args) -> None:
+        for listener in list(self._listeners):
+            listener(*args)
+
+
+@dataclass
+class RunOutcome:
+    """How a background run ended.
+
+    status:          ``done``, ``cancelled`` or ``failed``.
+    outputs:         :class:`SegmentationOutputs` when done.
+    error:           the message when failed (what went wrong and what to do).
+    seconds:         from :meth:`SegmentationLogic.startRun` to the end (s).
+    workerPid:       the worker process that ran it.
+    modelCached:     the worker already held the network (no start-up, no model load).
+    startupSeconds:  the worker's Python start-up and torch/engine import (s); None on a warm worker.
+    modelSeconds:    building the network in the worker (s; ≈0 when cached).
+    timings:         the engine's seconds per stage, plus ``import`` (creating the nodes).
+    """
+
+    status: str
+    outputs: SegmentationOutputs | None = None
+    error: str = ""
+    seconds: float = 0.0
+    workerPid: int | None = None
+    modelCached: bool = False
+    startupSeconds: float | None = None
+    modelSeconds: float | None = None
+    timings: dict = field(default_factory=dict)
+
+
+class _BackgroundRun:
+    """The state of the one run in progress (owned by the logic)."""
+
+    def __init__(self, request: SegmentationRequest, job: WorkerRun, onProgress, onLog, onFinished):
+        self.request = request
+        self.job = job
+        self.onProgress = onProgress
+        self.onLog = onLog
+        self.onFinished = onFinished
+        self.started = time.monotonic()
+        self.importing = False
+        self.cancelRequested = False
+        self.overall = 0.0
+        self.shown: list[str] = []
+        self.startupSeconds: float | None = None
+
+
 class SegmentationLogic:
     """MORSE segmentation of a volume node into segmentation and map nodes. See the module docstring.
 
     Example (Slicer Python console)::
 
         logic = slicer.util.getModuleLogic("MORSESegmentation")
-        outputs = logic.process(slicer.util.getNode("CT"))
+        outputs = logic.process(slicer.util.getNode("CT"))              # blocking
         print(outputs.createdNodeNames)
+        logic.startRun(RunOptions(inputVolume=slicer.util.getNode("CT")),
+                       onFinished=lambda outcome: print(outcome.status))  # in the background
 
     ``mapsAsUint8`` (default True) stores gating and uncertainty maps as 8-bit (value × 255); set it to False for
-    float32 maps in 0..1 (4× the memory).
+    float32 maps in 0..1 (4× the memory). ``workerFactory()`` builds the warm worker (tests pass a launcher).
     """
 
-    def __init__(self, dependencies: DependencyInstaller | None = None):
+    def __init__(self, dependencies: DependencyInstaller | None = None, workerFactory: Callable | None = None):
         self.dependencies = dependencies or DependencyInstaller()
         self.mapsAsUint8 = True
+        self.workerFactory = workerFactory or WarmWorker
+        self.progressChanged = Signal()
+        self.logged = Signal()
+        self.finished = Signal()
+        self.lastOutcome: RunOutcome | None = None
         self._cancelEvent = threading.Event()
+        self._worker: WarmWorker | None = None
+        self._run: _BackgroundRun | None = None
+        self._polling = False
+        self._timer = None
+        self._sceneObservation = None
+        self._observeSceneClose()
 
-    # -- cancel ----------------------------------------------------------------------------------------------------
+    # -- blocking run in this process ------------------------------------------------------------------------------
 
     def cancel(self) -> None:
         """Ask the running :meth:`process` to stop at the next check; it then removes what it created and raises
-        :class:`CancelledError`. (From a blocked console run, call it from ``progressCallback``.)"""
+        :class:`CancelledError`. (From a blocked console run, call it from ``progressCallback``.) A background run
+        is stopped by :meth:`cancelRun`."""
         self._cancelEvent.set()
 
     def _cancelCheck(self, cancelCallback: CancelCallback | None) -> CancelCallback:
@@ -154,8 +212,6 @@ class SegmentationLogic:
             return self._cancelEvent.is_set()
 
         return check
-
-    # -- the whole run ---------------------------------------------------------------------------------------------
 
     def process(
         self,
@@ -169,24 +225,30 @@ class SegmentationLogic:
         progressCallback: ProgressCallback | None = None,
         cancelCallback: CancelCallback | None = None,
         replaceExisting: bool = False,
+        postprocess: bool | None = True,
     ) -> SegmentationOutputs:
-        """Segment ``inputVolume`` and create the output nodes; blocks until done.
+        """Segment ``inputVolume`` in this process and create the output nodes; blocks until done.
 
-        :param inputVolume: a scalar volume node; None = the active volume of the slice views.
-        :param outputSegmentation: None = create ``<input> MORSE``; or a segmentation node to add the organ
-            segments to (its other segments are kept).
-        :param model: ``"default"``, a bundled model id, or a model-pack folder.
-        :param device: ``auto``/``cpu``/``cuda``/``mps``; an unavailable one falls back to the CPU, with the reason
-            in ``outputs.messages`` and the log.
-        :param refine / gating / uncertainty: rendering-head refinement; expert gating maps (and the experts
-            segmentation); the uncertainty map.
-        :param progressCallback: ``progressCallback(stage, overall)``, ``overall`` in 0..1 for the whole run.
-        :param cancelCallback: polled during the run; returning True cancels it (as does :meth:`cancel`).
-        :param replaceExisting: replace earlier MORSE outputs of this volume instead of adding new ones.
+        The options are those of :class:`RunOptions` (``postprocess``: the engine's anatomical post-processing);
+        ``progressCallback(stage, overall)`` gets ``overall`` in 0..1 for the whole run; ``cancelCallback()`` is
+        polled during the run and returning True cancels it (as does :meth:`cancel`).
+
         :returns: :class:`SegmentationOutputs` naming every node created.
         :raises CancelledError: cancelled (nothing is left in the scene).
         :raises MorseError: bad input, bad model, missing dependencies... (message says what to do).
         """
+        options = RunOptions(
+            inputVolume=inputVolume,
+            outputSegmentation=outputSegmentation,
+            model=model,
+            device=device,
+            refine=refine,
+            gating=gating,
+            uncertainty=uncertainty,
+            postprocess=postprocess,
+            replaceExisting=replaceExisting,
+            mapsAsUint8=self.mapsAsUint8,
+        )
         self._cancelEvent.clear()
         isCancelled = self._cancelCheck(cancelCallback)
 
@@ -194,12 +256,11 @@ class SegmentationLogic:
             if progressCallback is not None:
                 progressCallback(stage, overallProgress(stage, fraction))
 
+        options.inputVolume = self.resolveInputVolume(options.inputVolume)  # before anything is installed
         report("checking dependencies", 0.0)
         self.dependencies.ensure()
         report("reading input", 0.0)
-        request = self.prepareRequest(
-            inputVolume, outputSegmentation, model, device, refine, gating, uncertainty, replaceExisting
-        )
+        request = self.captureRequest(options)
         if isCancelled():
             raise CancelledError()
         result = self.runEngine(request, report, isCancelled)
@@ -218,18 +279,10 @@ class SegmentationLogic:
         checkInputVolume(inputVolume)
         return inputVolume
 
-    def prepareRequest(
-        self,
-        inputVolume=None,
-        outputSegmentation=None,
-        model: str = "default",
-        device: str = "auto",
-        refine: bool = True,
-        gating: bool = True,
-        uncertainty: bool = True,
-        replaceExisting: bool = False,
-    ) -> SegmentationRequest:
-        inputVolume = self.resolveInputVolume(inputVolume)
+    def captureRequest(self, options: RunOptions) -> SegmentationRequest:
+        """Check ``options`` against the scene and copy the input's voxels and geometry (main thread)."""
+        inputVolume = self.resolveInputVolume(options.inputVolume)
+        outputSegmentation = options.outputSegmentation
         if outputSegmentation is not None and not outputSegmentation.IsA("vtkMRMLSegmentationNode"):
             raise InputError(
                 f"outputSegmentation '{outputSegmentation.GetName()}' is a {outputSegmentation.GetClassName()}; "
@@ -252,31 +305,54 @@ class SegmentationLogic:
             volume=volume,
             ijkToRas=ijkToRas,
             volumeShape=tuple(volume.shape),
-            model=str(model or "default"),
-            device=str(device or "auto"),
-            refine=bool(refine),
-            gating=bool(gating),
-            uncertainty=bool(uncertainty),
+            model=str(options.model or "default"),
+            device=str(options.device or "auto"),
+            refine=bool(options.refine),
+            gating=bool(options.gating),
+            uncertainty=bool(options.uncertainty),
             outputSegmentationID=outputSegmentation.GetID() if outputSegmentation is not None else None,
-            replaceExisting=bool(replaceExisting),
+            replaceExisting=bool(options.replaceExisting),
+            postprocess=None if options.postprocess is None else bool(options.postprocess),
+            mapsAsUint8=bool(options.mapsAsUint8),
+        )
+
+    def prepareRequest(
+        self,
+        inputVolume=None,
+        outputSegmentation=None,
+        model: str = "default",
+        device: str = "auto",
+        refine: bool = True,
+        gating: bool = True,
+        uncertainty: bool = True,
+        replaceExisting: bool = False,
+        postprocess: bool | None = True,
+    ) -> SegmentationRequest:
+        """:meth:`captureRequest` with the options as arguments."""
+        return self.captureRequest(
+            RunOptions(
+                inputVolume,
+                outputSegmentation,
+                model,
+                device,
+                refine,
+                gating,
+                uncertainty,
+                postprocess,
+                replaceExisting,
+                self.mapsAsUint8,
+            )
         )
 
     # -- step 2 ----------------------------------------------------------------------------------------------------
 
     def runEngine(self, request: SegmentationRequest, report: ProgressCallback | None = None, isCancelled=None):
-        """Run the engine in this process (blocking); returns a :class:`SegmentationResult`."""
+        """Run the engine in this process (blocking); returns a :class:`SegmentationResult` (maps as the worker
+        gives them: uint8 0..255 unless ``request.mapsAsUint8`` is False)."""
         from morse.inference.pipeline import segment_volume  # imports torch: only now, never at module load
 
         result = segment_volume(
-            request.volume,
-            request.ijkToRas,
-            model=request.model,
-            device=request.device,
-            refine=request.refine,
-            gating=request.gating,
-            uncertainty=request.uncertainty,
-            progress=report,
-            cancel=isCancelled,
+            request.volume, request.ijkToRas, progress=report, cancel=isCancelled, **request.engineArguments()
         )
         for message in result.messages:
             log.warning("MORSE: %s", message)
@@ -291,209 +367,251 @@ class SegmentationLogic:
         report: ProgressCallback | None = None,
         isCancelled: CancelCallback | None = None,
     ) -> SegmentationOutputs:
-        """Create the output nodes for ``result`` (arrays on the input's KJI grid). All or nothing."""
-        report = report or (lambda _s, _f: None)
-        isCancelled = isCancelled or (lambda: False)
-        scene = slicer.mrmlScene
-        inputVolume = scene.GetNodeByID(request.inputVolumeID)
-        if inputVolume is None:
-            raise InputError(f"the input volume '{request.inputName}' was removed from the scene during the run")
-        if tuple(result.labels.shape) != tuple(request.volumeShape):
-            raise OutputError(f"result shape {result.labels.shape} differs from the input {request.volumeShape}")
-        target = scene.GetNodeByID(request.outputSegmentationID) if request.outputSegmentationID else None
-        if request.outputSegmentationID and target is None:
-            raise InputError("the chosen output segmentation was removed from the scene during the run")
+        """Create the output nodes for ``result`` (arrays on the input's KJI grid). All or nothing; see
+        :func:`.resultImport.importResult`."""
+        return resultImport.importResult(request, result, report, isCancelled)
 
-        previous = out.outputsOfVolume(inputVolume) if request.replaceExisting else []
-        previous = [n for n in previous if n is not target]
-        transaction = out.SceneTransaction(scene)
-        runID = out.newRunID()
-        # With replaceExisting the new nodes get the plain names (the old ones are removed below); a clash only
-        # lasts until then, so they are created with final names straight away when replacing.
-        suffix = "" if previous else out.runSuffix(request.inputName, scene)
-        base = f"{request.inputName} MORSE{suffix}"
-        modelText = f"{result.model_id} {result.model_version}".strip()
-        ijk = request.ijkToRas
-        parentItem = out.parentItemOf(inputVolume)
-        outputs = SegmentationOutputs(
-            inputVolume=inputVolume,
-            segmentation=None,
-            runID=runID,
-            modelId=result.model_id,
-            modelVersion=result.model_version,
-            device=result.device,
-            timings=dict(result.timings),
-            messages=list(result.messages),
+    # -- background run --------------------------------------------------------------------------------------------
+
+    @property
+    def isRunning(self) -> bool:
+        """True from :meth:`startRun` until just before ``onFinished`` is called."""
+        return self._run is not None
+
+    def startRun(
+        self,
+        options: RunOptions,
+        onProgress: ProgressCallback | None = None,
+        onLog: Callable[[str, int], None] | None = None,
+        onFinished: Callable[[RunOutcome], None] | None = None,
+    ) -> None:
+        """Start a segmentation in the warm worker and return at once; see the module docstring for the contract."""
+        if self._run is not None:
+            raise RunError("a MORSE segmentation is already running; cancel it or wait for it to finish")
+        options.inputVolume = self.resolveInputVolume(options.inputVolume)  # before anything is installed
+        self.dependencies.ensure()
+        options.mapsAsUint8 = options.mapsAsUint8 and self.mapsAsUint8
+        request = self.captureRequest(options)
+        if self._worker is None or not self._worker.isAlive():
+            self._worker = self.workerFactory()
+        job = WorkerRun(request.volume, request.ijkToRas, worker=self._worker, **_workerArguments(request))
+        job.start()
+        request.volume = None  # the worker has its copy on disk; do not hold the voxels twice during the run
+        self._run = _BackgroundRun(request, job, onProgress, onLog, onFinished)
+        self._progress(self._run, "starting", 0.0)
+        self._log(
+            self._run,
+            f"Segmenting '{request.inputName}' with model '{request.model}' on '{request.device}'…",
+            logging.INFO,
         )
+        self._startTimer()
 
-        def step(fraction: float) -> None:
-            report("creating outputs", fraction)
-            if isCancelled():
-                raise CancelledError()
+    def cancelRun(self) -> None:
+        """Stop the background run: the worker is killed, or the outputs being created are taken back. The outcome
+        (``cancelled``) is delivered through ``onFinished``, at once unless output creation is in progress."""
+        run = self._run
+        if run is None:
+            return
+        run.cancelRequested = True
+        if not run.importing:
+            run.job.cancel()
+            if not self._polling:
+                self.pollRun()
 
+    def pollRun(self) -> bool:
+        """Advance the background run (the logic's timer calls this); True while a run is in progress."""
+        run = self._run
+        if run is None:
+            self._stopTimer()
+            return False
+        if self._polling:
+            return True  # re-entered from a callback that processed GUI events
+        self._polling = True
         try:
-            step(0.0)
-            outputs.segmentation, outputs.segmentIDs, outputs.segmentationCreated = self._organSegmentation(
-                transaction, target, base, inputVolume, result, runID, modelText, parentItem, request
+            for event in run.job.poll():
+                self._handleEvent(run, event)
+            if not run.job.isRunning():
+                self._finish(run)
+        finally:
+            self._polling = False
+        return self._run is not None
+
+    def waitForRun(self, timeout: float | None = None) -> RunOutcome | None:
+        """Block until the background run ends (scripts, tests); returns its outcome (the last one if none runs)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.pollRun():
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"the MORSE segmentation did not finish within {timeout} s")
+            time.sleep(0.02)
+        return self.lastOutcome
+
+    def shutdownWorker(self) -> None:
+        """Cancel a background run, and end the warm worker (its memory goes back to the system)."""
+        self.cancelRun()
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
+
+    @property
+    def workerPid(self) -> int | None:
+        """The warm worker's process ID, or None when none is up."""
+        return self._worker.pid if self._worker is not None and self._worker.isAlive() else None
+
+    def cleanup(self) -> None:
+        """Module cleanup: stop any run, end the worker, stop observing the scene."""
+        self.shutdownWorker()
+        self._stopTimer()
+        if self._sceneObservation is not None:
+            scene, tag = self._sceneObservation
+            scene.RemoveObserver(tag)
+            self._sceneObservation = None
+
+    # -- background run: internals ---------------------------------------------------------------------------------
+
+    def _handleEvent(self, run: _BackgroundRun, event) -> None:
+        kind = event.kind
+        if kind == "ready":
+            run.startupSeconds = float(event.data.get("seconds", 0.0))
+            self._log(
+                run,
+                f"Worker process {event.data.get('pid', '?')} started; Python, PyTorch and the engine loaded in "
+                f"{run.startupSeconds:.1f} s.",
+                logging.INFO,
             )
-            step(0.3)
-            if result.dominant_expert is not None and result.gating is not None:
-                outputs.expertsSegmentation = self._expertsSegmentation(
-                    transaction, f"{base} experts", inputVolume, result, ijk, runID, modelText, parentItem
-                )
-            step(0.45)
-            mapsWanted = result.gating is not None or result.uncertainty is not None
-            if mapsWanted:
-                outputs.mapsFolderItemID = transaction.addFolderItem(
-                    out.createFolder(f"{base} maps", parentItem, out.Role.MAPS_FOLDER, runID)
-                )
-            if result.gating is not None:
-                for k in range(result.gating.shape[0]):
-                    colorID = out.EXPERT_RAMPS[k % len(out.EXPERT_RAMPS)][0]
-                    node = transaction.addNode(
-                        out.createMapVolume(
-                            f"{base} gating expert {k + 1}",
-                            result.gating[k],
-                            ijk,
-                            colorID,
-                            self.mapsAsUint8,
-                            f"MORSE gate weight of expert {k + 1} (0..1; the weights of all experts sum to 1 in each "
-                            f"voxel). Model {modelText}.",
-                            inputVolume,
-                            visibleFrom=1.0 / result.gating.shape[0],
-                        )
-                    )
-                    out.markOutput(node, out.Role.GATING, runID, inputVolume, modelText)
-                    out.placeUnder(node, outputs.mapsFolderItemID)
-                    outputs.gatingVolumes.append(node)
-                    step(0.45 + 0.35 * (k + 1) / result.gating.shape[0])
-            if result.uncertainty is not None:
-                node = transaction.addNode(
-                    out.createMapVolume(
-                        f"{base} uncertainty",
-                        result.uncertainty,
-                        ijk,
-                        out.UNCERTAINTY_COLOR_NODE_ID,
-                        self.mapsAsUint8,
-                        "MORSE point uncertainty: 1 - (p_max - p_second) of the coarse class probabilities "
-                        f"(0 = certain, 1 = two classes equally likely). Model {modelText}.",
-                        inputVolume,
-                        visibleFrom=out.UNCERTAINTY_VISIBLE_FROM,
-                    )
-                )
-                out.markOutput(node, out.Role.UNCERTAINTY, runID, inputVolume, modelText)
-                out.placeUnder(node, outputs.mapsFolderItemID)
-                outputs.uncertaintyVolume = node
-            step(0.85)
-            if result.rectified is not None:
-                outputs.rectifiedSegmentation = self._rectifiedSegmentation(
-                    transaction, f"{base} rectified", inputVolume, result, ijk, runID, modelText, parentItem
-                )
-            step(0.95)
-            step(1.0)  # the last point at which a cancel is honoured: after it the old results are removed
-            # Everything new exists: only now remove what it replaces (a failed run above kept the old results).
-            if request.replaceExisting:
-                outputs.replacedNodeNames = self._removePrevious(previous, target)
-        except BaseException:
-            transaction.rollback()
-            raise
-        log.info("MORSE created %s", ", ".join(outputs.createdNodeNames) or "segments only")
-        return outputs
-
-    # -- output builders -------------------------------------------------------------------------------------------
-
-    def _organSegmentation(self, transaction, target, name, inputVolume, result, runID, modelText, parentItem, request):
-        specs = [
-            out.SegmentSpec(
-                value=info.value,
-                name=info.name,
-                color=tuple(info.color),
-                terminology=out.terminologyEntry(info),
-                tags={out.SEGMENT_OUTPUT_TAG: out.Role.ORGAN_SEGMENT, out.SEGMENT_RUN_TAG: runID},
+            self._progress(run, "starting", 1.0)
+        elif kind == "model":
+            cached = bool(event.data.get("cached"))
+            self._log(
+                run,
+                f"Model cached in worker process {run.job.pid}: no start-up or model load."
+                if cached
+                else f"Model loaded in {float(event.data.get('seconds', 0.0)):.1f} s.",
+                logging.INFO,
             )
-            for info in result.labels_info
-        ]
-        if target is None:
-            node = transaction.addNode(out.createSegmentationNode(name, inputVolume))
-            out.markOutput(node, out.Role.SEGMENTATION, runID, inputVolume, modelText)
-            out.placeUnder(node, parentItem)
-            ids = out.addLabelmapSegments(node, result.labels, request.ijkToRas, specs)
-            return node, ids, True
-        # A segmentation chosen by the user: add segments, keep everything that is there.
-        segmentation = target.GetSegmentation()
-        if request.replaceExisting:
-            for segmentID in self._morseSegmentIDs(target):
-                transaction.removeSegment(target, segmentID)  # MORSE's own earlier segments only; restored on failure
-        geometryName = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
-        if not segmentation.GetConversionParameter(geometryName) and segmentation.GetNumberOfSegments() == 0:
-            transaction.setReferenceGeometry(target, inputVolume)  # an empty node: make it the input's grid
-        if target.GetDisplayNode() is None:
-            target.CreateDefaultDisplayNodes()
-        ids = out.addLabelmapSegments(target, result.labels, request.ijkToRas, specs)
-        for segmentID in ids:
-            transaction.addSegment(target, segmentID)
-        return target, ids, False
+            self._progress(run, "loading model", 1.0)
+        elif kind == "progress":
+            self._progress(run, event.stage, event.fraction)
+        elif (kind == "device" and event.text) or kind == "message":
+            self._log(run, event.text, logging.WARNING)
+        elif kind == "log" and event.text.strip():
+            level = logging.WARNING if event.data.get("level") in ("WARNING", "ERROR", "CRITICAL") else logging.INFO
+            self._log(run, event.text, level)
 
-    @staticmethod
-    def _morseSegmentIDs(segmentationNode) -> list[str]:
-        segmentation = segmentationNode.GetSegmentation()
-        ids = []
-        for i in range(segmentation.GetNumberOfSegments()):
-            segment = segmentation.GetNthSegment(i)
-            if segment.HasTag(out.SEGMENT_OUTPUT_TAG):
-                ids.append(segmentation.GetNthSegmentID(i))
-        return ids
+    def _progress(self, run: _BackgroundRun, stage: str, fraction: float) -> None:
+        run.overall = max(run.overall, overallProgress(stage, fraction))
+        if run.onProgress is not None:
+            run.onProgress(stage, run.overall)
+        self.progressChanged.emit(stage, run.overall)
 
-    def _expertsSegmentation(self, transaction, name, inputVolume, result, ijkToRas, runID, modelText, parentItem):
-        node = transaction.addNode(out.createSegmentationNode(name, inputVolume))
-        out.markOutput(node, out.Role.EXPERTS, runID, inputVolume, modelText)
-        out.placeUnder(node, parentItem)
-        count = result.gating.shape[0]
-        specs = [
-            out.SegmentSpec(k + 1, f"expert {k + 1}", out.EXPERT_RAMPS[k % len(out.EXPERT_RAMPS)][1])
-            for k in range(count)
-        ]
-        out.addLabelmapSegments(node, result.dominant_expert, ijkToRas, specs)
-        node.SetDescription(
-            f"MORSE experts: segment k holds the voxels where expert k has the largest gate weight ({count} experts; "
-            f"model {modelText})."
-        )
-        node.GetDisplayNode().SetVisibility(False)  # a whole-image partition; shown on demand
-        return node
+    def _log(self, run: _BackgroundRun, text: str, level: int) -> None:
+        text = text.strip()
+        # One line per fact: the engine's warnings reach us as a message and as a log record ("input: " + message).
+        if not text or any(text == seen or text.endswith(": " + seen) or seen.endswith(text) for seen in run.shown):
+            return
+        run.shown.append(text)
+        log.log(level, "MORSE: %s", text)
+        if run.onLog is not None:
+            run.onLog(text, level)
+        self.logged.emit(text, level)
 
-    def _rectifiedSegmentation(self, transaction, name, inputVolume, result, ijkToRas, runID, modelText, parentItem):
-        node = transaction.addNode(out.createSegmentationNode(name, inputVolume))
-        out.markOutput(node, out.Role.RECTIFIED, runID, inputVolume, modelText)
-        out.placeUnder(node, parentItem)
-        out.addMaskSegment(node, result.rectified, ijkToRas, "rectified points", out.RECTIFIED_COLOR)
-        out.addMaskSegment(node, result.labels != result.coarse_labels, ijkToRas, "changed labels", out.CHANGED_COLOR)
-        node.SetDescription(
-            "MORSE implicit rendering head: 'rectified points' are the voxels whose class scores the head re-predicted "
-            "(the most uncertain ones); 'changed labels' are those where that changed the label."
-        )
-        node.GetDisplayNode().SetVisibility(False)
-        return node
+    def _finish(self, run: _BackgroundRun) -> None:
+        job = run.job
+        outcome = RunOutcome("failed", workerPid=job.pid, modelCached=bool(job.modelCached))
+        outcome.startupSeconds = run.startupSeconds
+        outcome.modelSeconds = job.modelSeconds
+        try:
+            result = job.result()
+            outcome.timings = dict(result.timings)
+            run.importing = True
+            started = time.perf_counter()
+            outputs = self.importResult(
+                run.request,
+                result,
+                lambda stage, fraction: self._progress(run, stage, fraction),
+                lambda: run.cancelRequested,
+            )
+            outcome.timings["import"] = time.perf_counter() - started
+            outcome.status, outcome.outputs = "done", outputs
+        except CancelledError:
+            outcome.status = "cancelled"
+            self._log(run, "Cancelled; nothing was added to the scene.", logging.INFO)
+        except MorseError as exc:
+            outcome.error = str(exc)
+            self._log(run, outcome.error, logging.ERROR)
+        except Exception as exc:  # a bug: keep the traceback in the log rather than lose it in a timer callback
+            log.exception("MORSE segmentation failed")
+            outcome.error = f"unexpected error: {exc}"
+            self._log(run, outcome.error, logging.ERROR)
+        finally:
+            job.cleanup()
+            self._run = None
+            self._stopTimer()
+        outcome.seconds = time.monotonic() - run.started
+        if outcome.status == "done":
+            self._log(
+                run,
+                f"Done in {outcome.seconds:.1f} s on {outcome.outputs.device}: "
+                + ", ".join(outcome.outputs.createdNodeNames)
+                + (
+                    f"; replaced {', '.join(outcome.outputs.replacedNodeNames)}"
+                    if outcome.outputs.replacedNodeNames
+                    else ""
+                ),
+                logging.INFO,
+            )
+        self.lastOutcome = outcome
+        if run.onFinished is not None:
+            run.onFinished(outcome)
+        self.finished.emit(outcome)
 
-    def _removePrevious(self, previous: list, keep) -> list[str]:
-        scene = slicer.mrmlScene
-        shNode = scene.GetSubjectHierarchyNode()
-        names, folders = [], set()
-        for node in previous:
-            if node is keep or not scene.IsNodePresent(node):
-                continue
-            item = shNode.GetItemByDataNode(node)
-            parent = shNode.GetItemParent(item) if item else 0
-            if parent and shNode.GetItemAttribute(parent, out.OUTPUT_ATTRIBUTE) == out.Role.MAPS_FOLDER:
-                folders.add(parent)
-            names.append(node.GetName())
-            out.removeNodeAndItem(node, scene)
-        for folder in folders:
-            if shNode.GetNumberOfItemChildren(folder) == 0:
-                shNode.RemoveItem(folder, False, False)
-        return names
+    def _startTimer(self) -> None:
+        if self._timer is None:
+            try:
+                import qt
+
+                timer = qt.QTimer()
+                timer.setInterval(POLL_INTERVAL_MS)
+                timer.connect("timeout()", self.pollRun)
+            except Exception:  # no Qt (plain Python): the caller polls
+                return
+            self._timer = timer
+        self._timer.start()
+
+    def _stopTimer(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+
+    def _observeSceneClose(self) -> None:
+        scene = getattr(slicer, "mrmlScene", None)
+        if scene is None:
+            return
+        selfRef = weakref.ref(self)  # the scene must not keep a discarded logic (and its worker) alive
+
+        def onClose(caller, event):
+            logic = selfRef()
+            if logic is not None:
+                logic.shutdownWorker()
+
+        self._sceneObservation = (scene, scene.AddObserver(scene.StartCloseEvent, onClose))
 
     # -- convenience -----------------------------------------------------------------------------------------------
 
     def outputsOfVolume(self, inputVolume) -> list:
         """Every node MORSE created for ``inputVolume`` (all runs)."""
-        return out.outputsOfVolume(inputVolume)
+        from . import outputNodes
+
+        return outputNodes.outputsOfVolume(inputVolume)
+
+
+def _workerArguments(request: SegmentationRequest) -> dict:
+    """:class:`WorkerRun`'s keywords from the engine arguments (the same dict ``runEngine`` passes)."""
+    args = request.engineArguments()
+    return {
+        "model": args["model"],
+        "device": args["device"],
+        "refine": args["refine"],
+        "gating": args["gating"],
+        "uncertainty": args["uncertainty"],
+        "postprocess": args["postprocess"],
+        "mapsUint8": args["maps_uint8"],
+    }
