@@ -119,6 +119,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="performance ratios of MORSE against its backbone")
     p.add_argument("--quick", action="store_true", help="small sizes and fewer repeats (a smoke run)")
     p.add_argument("-o", "--out", default="docs/results/bench.md", help="markdown report")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where MORSE and the peers run")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the peers (MORSE on CUDA always uses it)")
+    p.add_argument("--peer-windows", type=int, default=2, help="sliding windows timed per peer network (default 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:

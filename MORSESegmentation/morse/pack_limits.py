@@ -70,7 +70,10 @@ _INFERENCE: dict[str, tuple[str, float, float]] = {
     "gating_stride": ("int", 1, 64),
     "sw_overlap": ("float", 0.0, 0.95),
     "roi_size": ("ints", 8, 1024),
+    # top-2 logit margin below which the rendering head re-predicts a cell; null: the fixed point budget
+    "render_margin": ("float", 0.0, 1000.0),
 }
+_INFERENCE_NULLABLE = ("render_margin",)
 
 
 # model.json "inference.postprocess" (morse.inference.anatomy): switches, and the range of every number
@@ -192,7 +195,9 @@ def check_inference(settings: Any, prefix: str = "inference") -> list[str]:
     problems = [
         problem
         for key, (kind, low, high) in _INFERENCE.items()
-        if key in settings and (problem := check_value(f"{prefix}.{key}", settings[key], kind, low, high))
+        if key in settings
+        and not (settings[key] is None and key in _INFERENCE_NULLABLE)
+        and (problem := check_value(f"{prefix}.{key}", settings[key], kind, low, high))
     ]
     return problems + check_postprocess(settings.get("postprocess"), f"{prefix}.postprocess")
 
@@ -216,7 +221,9 @@ def check_postprocess(settings: Any, prefix: str = "inference.postprocess") -> l
     problems += [
         problem
         for key, (kind, low, high) in _POSTPROCESS.items()
-        if key in settings and (problem := check_value(f"{prefix}.{key}", settings[key], kind, low, high))
+        if key in settings
+        and not (settings[key] is None and key in _INFERENCE_NULLABLE)
+        and (problem := check_value(f"{prefix}.{key}", settings[key], kind, low, high))
     ]
     min_ml = settings.get("min_ml", {})
     if not isinstance(min_ml, dict):

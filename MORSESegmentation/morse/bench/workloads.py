@@ -52,7 +52,7 @@ def bench_ct(cache_dir: Path) -> Path:
     return out
 
 
-def whole_volume(path: str, model: str, mode: str, repeats: int) -> dict:
+def whole_volume(path: str, model: str, mode: str, repeats: int, device: str = "cpu") -> dict:
     """Whole-volume inference timings (median over ``repeats`` after a warm-up) for ``mode`` in
     ``backbone`` (coarse only), ``refined`` (rendering head), ``full`` (refined, gating maps at stride 2,
     uncertainty, stored as uint8 as the Slicer module receives them), ``full_float`` (the same as float32 arrays)."""
@@ -68,11 +68,13 @@ def whole_volume(path: str, model: str, mode: str, repeats: int) -> dict:
         "full": dict(refine=True, gating=True, uncertainty=True, gating_stride=2, maps_uint8=True),
         "full_float": dict(refine=True, gating=True, uncertainty=True, gating_stride=2),
     }[mode]
-    segment_volume(image.array[:8], image.ijk_to_ras, model=pack, device="cpu", **options)  # warm-up
+    segment_volume(image.array[:8], image.ijk_to_ras, model=pack, device=device, **options)  # warm-up
     times, stages = [], []
     for _ in range(repeats):
+        _sync(device)
         start = time.perf_counter()
-        result = segment_volume(image.array, image.ijk_to_ras, model=pack, device="cpu", **options)
+        result = segment_volume(image.array, image.ijk_to_ras, model=pack, device=device, **options)
+        _sync(device)
         times.append(time.perf_counter() - start)
         stages.append(result.timings)
     median_stage = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]}
@@ -82,7 +84,13 @@ def whole_volume(path: str, model: str, mode: str, repeats: int) -> dict:
         "stages": median_stage,
         "shape_kji": list(image.array.shape),
         "peak_rss_mb": peak_rss_mb(),
+        "device": result.device,
     }
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def segment_cli_memory(path: str, model: str, out_dir: str) -> dict:
@@ -226,7 +234,23 @@ def stage_flops(path: str, model: str) -> dict:
     return {"flops": flops, "model_slice": list(x.shape[2:]), "rectified_cells": int(rectified.sum())}
 
 
+def segment_stages(path: str, model: str, out_dir: str, device: str = "cpu") -> dict:
+    """``morse segment`` end to end, per step and engine stage (see :mod:`morse.bench.end_to_end`)."""
+    from .end_to_end import segment_stages as measure
+
+    return {**measure(path, model, out_dir, device), "peak_rss_mb": peak_rss_mb()}
+
+
+def peer_network(name: str, path: str, windows: int, device: str = "cpu", bf16: bool = False) -> dict:
+    """A peer network's sliding-window cost on the CT (see :mod:`morse.bench.peers`)."""
+    from .peers import peer_network as measure
+
+    return {**measure(name, path, windows, device=device, bf16=bf16), "peak_rss_mb": peak_rss_mb()}
+
+
 WORKLOADS = {
+    "segment_stages": segment_stages,
+    "peer_network": peer_network,
     "stage_flops": stage_flops,
     "whole_volume": whole_volume,
     "segment_cli_memory": segment_cli_memory,

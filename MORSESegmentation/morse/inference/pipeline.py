@@ -30,9 +30,10 @@ from ..heads.point_ops import uncertainty
 from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
 from .anatomy import is_hounsfield, postprocess_volume, settings_from_pack
-from .chunked import dominant_expert, quantize_unit_uint8, resize_linear_into, resize_nearest_into
+from .chunked import dominant_expert, resize_linear_into, resize_nearest_into
 from .domain import DomainReport, check_domain, domain_of
 from .label_resize import upsampled_labels
+from .map_values import quantize_unit
 from .memory import plan_inference
 from .preprocess import PreparedVolume, crop, pad_to_multiple, prepare, resize
 from .result import SegmentationResult
@@ -104,6 +105,20 @@ def _cat_predictions(parts: list):
     return type(first)(**fields)
 
 
+BODY_REACH_CELLS = 2  # cells the body region reaches past tissue: organ borders lie in fat next to soft tissue
+
+
+def render_region(x: torch.Tensor, intensity) -> torch.Tensor | None:
+    """Where the rendering head may work on a batch ``x (B, 1, *S)`` of normalised model input: cells above the
+    bottom of a Hounsfield window (not air, not the fattest fat) and those within :data:`BODY_REACH_CELLS` of
+    them, as bool ``(B, *S)``. None (everywhere) for intensities that are not a CT window."""
+    if not is_hounsfield(intensity):
+        return None
+    pool = F.max_pool2d if x.dim() == 4 else F.max_pool3d
+    size = 2 * BODY_REACH_CELLS + 1
+    return pool((x > 0).to(x.dtype), size, stride=1, padding=BODY_REACH_CELLS)[:, 0] > 0
+
+
 @dataclass
 class _Run:
     """Everything one inference run needs besides the prepared volume and the output arrays.
@@ -124,6 +139,7 @@ class _Run:
     report: ProgressCallback
     is_cancelled: CancelCheck
     unit: str = "slice"
+    margin: float | None = None  # adaptive rendering budget (top-2 margin), None: the fixed budget
     slab: int | None = None
     oom_batch: tuple[int, int] | None = None  # (batch that failed first, smallest batch used) after OOM
     oom_fallback: str | None = None  # the device that handed over to the CPU
@@ -138,9 +154,17 @@ class _Run:
         then (GPU) continue on the CPU; raises :class:`InputError` when one slice/window does not fit on the CPU."""
         try:
             x = x_host.to(self.device)
+            within = None
+            if self.refine and self.margin is not None:
+                within = render_region(x, self.pack.preprocessing.intensity)
             with _autocast(self.device):
                 return self.net.predict(
-                    x, refine=self.refine, gating_stride=self.stride if self.gating else None, timings=self.timings
+                    x,
+                    refine=self.refine,
+                    gating_stride=self.stride if self.gating else None,
+                    timings=self.timings,
+                    render_margin=self.margin,
+                    render_within=within,
                 )
         except Exception as exc:  # handled below, outside the except block, so the failed tensors are released
             if not is_out_of_memory(exc):
@@ -219,8 +243,9 @@ def segment_volume(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     name: str = "input",
-    maps_uint8: bool = False,
+    maps_uint8: bool = True,
     postprocess: bool | None = None,
+    render_margin: float | str | None = "pack",
 ) -> SegmentationResult:
     """Segment ``volume (K, J, I)`` with IJK→RAS ``ijk_to_ras (4, 4)``.
 
@@ -236,11 +261,15 @@ def segment_volume(
         progress: called as ``progress(stage_name, fraction)`` with fraction in [0, 1].
         cancel: polled between batches; returning True raises :class:`CancelledError`.
         name: what messages call the volume (``morse segment`` passes the file name).
-        maps_uint8: return the gate and uncertainty maps as uint8 ``round(value·255)`` (what the Slicer module
-            stores) instead of float32 0..1: a quarter of the memory, and less time writing them.
+        maps_uint8: the gate and uncertainty maps as uint8 ``round(value·255)``
+            (:func:`morse.inference.map_values.quantize_unit`; the default, for every caller: ``morse segment``,
+            the Slicer worker and the in-process Slicer logic), or float32 0..1 when False (four times the memory).
         postprocess: anatomical post-processing (:mod:`morse.inference.anatomy`: one piece per organ, inside the
             body, of a plausible size) of the refined and the coarse labels alike; None: as the model pack says (on
             unless its ``inference.postprocess`` turns it off). What it removed is in ``result.postprocess``.
+        render_margin: the rendering head re-predicts, of the ``test_points`` most uncertain cells per slice, only
+            those inside the body whose top-2 logit margin is below this; None: all of them (the fixed budget);
+            ``"pack"``: the model pack's ``inference.render_margin`` (None when it has none).
 
     Returns:
         :class:`SegmentationResult` with every array on the input's grid (KJI) and the same ``ijk_to_ras``;
@@ -254,15 +283,51 @@ def segment_volume(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     report = progress or (lambda _stage, _fraction: None)
-    is_cancelled = cancel or (lambda: False)
+    volume, pack, grid, choice, messages = _checked_inputs(volume, ijk_to_ras, model, device, name)
+    spatial_dims = pack.config.spatial_dims
+    report("loading model", 0.0)
+    with stage(timings, "load"):
+        net = get_model(pack, choice.device)
+    refine = refine and net.head is not None
+    gating = gating and net.features is not None and net.features.cfg.kind == "smoe"
+    stride = gating_stride or int(pack.inference["gating_stride"])
+    roi = _window_size(net, pack) if spatial_dims == 3 else None
+    settings = settings_from_pack(pack)
+    if postprocess is not None:
+        settings.enabled = bool(postprocess)
+    # the confidence rule reads the uncertainty map: computed for it even when not asked for, so that the labels
+    # do not depend on which maps were requested
+    wanted_uncertainty, uncertainty = uncertainty, uncertainty or (settings.enabled and settings.min_confidence > 0)
+    plan = _memory_plan(volume, grid, pack, net, refine, gating, uncertainty, batch_size, stride, roi, maps_uint8, name)
+    messages += plan.messages
+    report("preprocessing", 0.0)
+    with stage(timings, "preprocess"):
+        prep = prepare(volume, ijk_to_ras, pack.preprocessing, spatial_dims)
+    run = _Run(
+        net, pack, choice.device, choice.name, refine, gating, stride, plan.batch_size, timings, report,
+        cancel or (lambda: False), margin=_render_margin(pack, render_margin),
+    )  # fmt: skip
+    outputs = _infer_on_input_grid(run, prep, plan, roi, uncertainty, maps_uint8)
+    del prep
+    messages += run.summarize_faults()
+    report("finishing", 1.0)
+    with stage(timings, "postprocess"):
+        arrays = outputs.arrays
+        post, domain = _postprocess_and_check(volume, ijk_to_ras, arrays, pack, settings)
+        if not wanted_uncertainty:
+            arrays["uncertainty"] = None
+        messages += post.messages + domain.messages
+        result = _assemble_result(arrays, ijk_to_ras, pack, run.device_name, messages, settings, post, domain)
+    timings["total"] = time.perf_counter() - t_start
+    result.timings = timings
+    return result
+
+
+def _checked_inputs(volume, ijk_to_ras, model, device: str, name: str):
+    """The volume, pack, model grid and device after every check that can run before the network is loaded:
+    ``(volume, pack, grid, device_choice, messages)``; raises :class:`InputError` / :class:`ModelPackError`."""
     volume, messages = validate_volume(volume, ijk_to_ras, name=name)
-    pack = model if isinstance(model, ModelPack) else load_model_pack(model)
-    in_channels = int(pack.config.backbone.in_channels)
-    if in_channels != 1:
-        raise ModelPackError(
-            f"{pack.path}: the model takes {in_channels} input channels (several images per case, e.g. MR "
-            f"sequences), but MORSE gives it one volume. Use a model trained on single images."
-        )
+    pack = _single_channel_pack(model)
     spatial_dims = pack.config.spatial_dims
     messages += check_intensities(volume, pack.preprocessing.intensity, name=name)
     grid = check_model_grid(volume.shape, ijk_to_ras, pack.preprocessing, spatial_dims, name=name)
@@ -270,24 +335,14 @@ def segment_volume(
     choice = resolve_device(device, spatial_dims)
     if choice.message:
         messages.append(choice.message)
-    report("loading model", 0.0)
-    with stage(timings, "load"):
-        net = get_model(pack, choice.device)
-    has_head = net.head is not None
-    refine = refine and has_head
-    gating = gating and net.features is not None and net.features.cfg.kind == "smoe"
-    stride = gating_stride or int(pack.inference["gating_stride"])
-    roi = None
-    if spatial_dims == 3:
-        roi = tuple(getattr(net.backbone, "img_size", None) or pack.inference.get("roi_size") or (96, 96, 96))
-    requested = batch_size or (int(pack.inference["batch_size"]) if spatial_dims == 2 else 1)
-    settings = settings_from_pack(pack)
-    if postprocess is not None:
-        settings.enabled = bool(postprocess)
-    # the confidence rule reads the uncertainty map: computed for it even when not asked for, so that the labels
-    # do not depend on which maps were requested
-    wanted_uncertainty, uncertainty = uncertainty, uncertainty or (settings.enabled and settings.min_confidence > 0)
-    plan = plan_inference(
+    return volume, pack, grid, choice, messages
+
+
+def _memory_plan(volume, grid, pack, net, refine, gating, uncertainty, batch_size, stride, roi, maps_uint8, name):
+    """The batch (and 3D stitching slab) that fits the free memory (:func:`morse.inference.memory.plan_inference`),
+    starting from the requested batch or the pack's (3D: one window)."""
+    spatial_dims = pack.config.spatial_dims
+    return plan_inference(
         volume.shape,
         volume.dtype.itemsize,
         grid.model_shape,
@@ -295,7 +350,7 @@ def segment_volume(
         refine=refine,
         gating=gating,
         uncertainty=uncertainty,
-        batch_size=requested,
+        batch_size=batch_size or (int(pack.inference["batch_size"]) if spatial_dims == 2 else 1),
         gating_stride=stride,
         roi=roi,
         size_multiple=net.size_multiple,
@@ -303,76 +358,107 @@ def segment_volume(
         name=name,
         map_bytes=1 if maps_uint8 else 4,
     )
-    messages += plan.messages
-    report("preprocessing", 0.0)
-    with stage(timings, "preprocess"):
-        prep = prepare(volume, ijk_to_ras, pack.preprocessing, spatial_dims)
-    run = _Run(
-        net, pack, choice.device, choice.name, refine, gating, stride, plan.batch_size, timings, report, is_cancelled
+
+
+def _postprocess_and_check(volume, ijk_to_ras, arrays: dict, pack: ModelPack, settings):
+    """Anatomical post-processing of the refined and coarse labels in place, then the domain check of the result:
+    ``(Postprocessed, DomainReport)``."""
+    hounsfield = is_hounsfield(pack.preprocessing.intensity)
+    post = postprocess_volume(
+        volume,
+        ijk_to_ras,
+        [arrays["labels"], arrays["coarse"]],
+        pack.labels,
+        settings,
+        hounsfield=hounsfield,
+        uncertainty=arrays["uncertainty"],
     )
-    if spatial_dims == 2:  # the outputs fill up slice batch by slice batch
-        outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty, maps_uint8)
+    return post, _domain_report(volume, ijk_to_ras, arrays["labels"], pack, post.body)
+
+
+def _single_channel_pack(model: str | Path | ModelPack) -> ModelPack:
+    """The model pack, refused when its network takes more than the one image channel MORSE gives it."""
+    pack = model if isinstance(model, ModelPack) else load_model_pack(model)
+    in_channels = int(pack.config.backbone.in_channels)
+    if in_channels != 1:
+        raise ModelPackError(
+            f"{pack.path}: the model takes {in_channels} input channels (several images per case, e.g. MR "
+            f"sequences), but MORSE gives it one volume. Use a model trained on single images."
+        )
+    return pack
+
+
+def _window_size(net: torch.nn.Module, pack: ModelPack) -> tuple[int, int, int]:
+    """Sliding-window size (model voxels) of a 3D network: its fixed input size, else the pack's, else 96³."""
+    return tuple(getattr(net.backbone, "img_size", None) or pack.inference.get("roi_size") or (96, 96, 96))
+
+
+def _render_margin(pack: ModelPack, requested: float | str | None) -> float | None:
+    """The top-2 margin below which cells are rendered (None: the fixed budget), ``"pack"`` read from the pack."""
+    if requested == "pack":
+        value = pack.inference.get("render_margin")
+        return None if value is None else float(value)
+    return None if requested is None else float(requested)
+
+
+def _infer_on_input_grid(run: _Run, prep: PreparedVolume, plan, roi, uncertainty: bool, maps_uint8: bool) -> _Outputs:
+    """The network over the whole prepared volume, its results on the input grid (allocated here)."""
+    net = run.net
+    if run.pack.config.spatial_dims == 2:  # the outputs fill up slice batch by slice batch
+        outputs = _Outputs(prep.reorder, net.num_experts, run.refine, run.gating, uncertainty, maps_uint8)
         _run_slices(run, prep, outputs)
-    else:  # phases (see morse.inference.memory): the stitching buffers are gone before the outputs are allocated
-        run.unit, run.slab = "window", plan.slab
-        maps, size = _run_volume(run, prep, roi, uncertainty)
-        outputs = _Outputs(prep.reorder, net.num_experts, refine, gating, uncertainty, maps_uint8)
-        _resample_to_input(run, maps, size, outputs)
-        del maps
-    del prep
-    messages += run.summarize_faults()
-    report("finishing", 1.0)
-    with stage(timings, "postprocess"):
-        arrays = outputs.arrays
-        post = postprocess_volume(
-            volume,
-            ijk_to_ras,
-            [arrays["labels"], arrays["coarse"]],
-            pack.labels,
-            settings,
-            hounsfield=is_hounsfield(pack.preprocessing.intensity),
-            uncertainty=arrays["uncertainty"],
-        )
-        if not wanted_uncertainty:
-            arrays["uncertainty"] = None
-        messages += post.messages
-        # A pack that declares no domain (model.json "domain") has nothing to be checked against.
-        declared = domain_of(pack)
-        domain = DomainReport()
-        if declared:
-            domain = check_domain(
-                volume,
-                ijk_to_ras,
-                arrays["labels"],
-                pack.labels,
-                declared,
-                body=post.body,
-                hounsfield=is_hounsfield(pack.preprocessing.intensity),
-            )
-        messages += domain.messages
-        result = SegmentationResult(
-            labels=arrays["labels"],
-            coarse_labels=arrays["coarse"],
-            ijk_to_ras=np.asarray(ijk_to_ras, dtype=np.float64).copy(),
-            labels_info=list(pack.labels),
-            rectified=arrays["rectified"],
-            uncertainty=arrays["uncertainty"],
-            gating=arrays["gating"],
-            model_id=pack.model_id,
-            model_version=pack.version,
-            device=run.device_name,
-            messages=messages,
-            postprocess={
-                "enabled": settings.enabled,
-                "removed": {organ: change.to_dict() for organ, change in post.changes.items()},
-            },
-            domain=domain.to_dict(),
-            intended_use=str(pack.meta.get("intended_use") or ""),
-        )
-        if result.gating is not None:
-            result.dominant_expert = dominant_expert(result.gating)
-    timings["total"] = time.perf_counter() - t_start
-    result.timings = timings
+        return outputs
+    # phases (see morse.inference.memory): the stitching buffers are gone before the outputs are allocated
+    run.unit, run.slab = "window", plan.slab
+    maps, size = _run_volume(run, prep, roi, uncertainty)
+    outputs = _Outputs(prep.reorder, net.num_experts, run.refine, run.gating, uncertainty, maps_uint8)
+    _resample_to_input(run, maps, size, outputs)
+    return outputs
+
+
+def _domain_report(volume, ijk_to_ras, labels, pack: ModelPack, body) -> DomainReport:
+    """The labels checked against the domain the pack declares (model.json ``domain``); empty when it declares
+    none, for then there is nothing to check against."""
+    declared = domain_of(pack)
+    if not declared:
+        return DomainReport()
+    return check_domain(
+        volume,
+        ijk_to_ras,
+        labels,
+        pack.labels,
+        declared,
+        body=body,
+        hounsfield=is_hounsfield(pack.preprocessing.intensity),
+    )
+
+
+def _assemble_result(
+    arrays: dict, ijk_to_ras, pack: ModelPack, device_name: str, messages: list[str], settings, post, domain
+) -> SegmentationResult:
+    """The :class:`SegmentationResult` over the output arrays, with what post-processing and the domain check
+    found, and the dominant expert per voxel when the gate maps were computed."""
+    result = SegmentationResult(
+        labels=arrays["labels"],
+        coarse_labels=arrays["coarse"],
+        ijk_to_ras=np.asarray(ijk_to_ras, dtype=np.float64).copy(),
+        labels_info=list(pack.labels),
+        rectified=arrays["rectified"],
+        uncertainty=arrays["uncertainty"],
+        gating=arrays["gating"],
+        model_id=pack.model_id,
+        model_version=pack.version,
+        device=device_name,
+        messages=messages,
+        postprocess={
+            "enabled": settings.enabled,
+            "removed": {organ: change.to_dict() for organ, change in post.changes.items()},
+        },
+        domain=domain.to_dict(),
+        intended_use=str(pack.meta.get("intended_use") or ""),
+    )
+    if result.gating is not None:
+        result.dominant_expert = dominant_expert(result.gating)
     return result
 
 
@@ -391,7 +477,7 @@ def _run_slices(run: _Run, prep: PreparedVolume, out: _Outputs) -> None:
             x, size = pad_to_multiple(x, run.net.size_multiple)
             x = x.contiguous(memory_format=torch.channels_last)
         pred = run.predict(x)
-        with stage(run.timings, "postprocess", run.device):
+        with stage(run.timings, "to_input_grid", run.device):
             _store_slices(out, pred, size, (height, width), slice(start, stop))
         start = stop
     run.report("segmenting", 1.0)
@@ -421,8 +507,8 @@ def _store_slices(out: _Outputs, pred, size, full_hw, rows: slice) -> None:
 
 def _as_stored(values: torch.Tensor, dtype) -> np.ndarray:
     """A map in [0, 1] on the host in the output array's dtype (uint8: ``round(value·255)``)."""
-    values = values.cpu()
-    return (quantize_unit_uint8(values) if dtype == np.uint8 else values).numpy()
+    values = values.cpu().float()
+    return quantize_unit(values.numpy(), in_place=True) if dtype == np.uint8 else values.numpy()
 
 
 def _gates_on_input_grid(gates: torch.Tensor, padded, size, full_hw) -> torch.Tensor:
@@ -574,7 +660,7 @@ def _run_volume(
 
 def _resample_to_input(run: _Run, maps: _ModelGridMaps, size: tuple[int, ...], out: _Outputs) -> None:
     """Compact model-grid maps → full-resolution outputs, a chunk of slices at a time (labels nearest, maps linear)."""
-    with stage(run.timings, "postprocess"):
+    with stage(run.timings, "to_input_grid"):
         crop_to = tuple(slice(0, n) for n in size)
         resize_nearest_into(out.labels, maps.labels[crop_to])
         if out.coarse is not out.labels:

@@ -18,16 +18,32 @@ import torch.nn.functional as F  # noqa: N812
 from ..config import IntensityConfig, PreprocessingConfig
 from ..geometry import AxisReorder, spacing_ijk
 
+# Slices normalised per MONAI call: its transform makes a few full-size temporaries, so a whole CT at once would
+# hold several float32 copies of the scan; slabs keep the extra memory to a small fraction of the output.
+_NORMALISE_SLAB = 16
+
 
 def normalize_intensity(array: np.ndarray, cfg: IntensityConfig) -> np.ndarray:
-    """float32 copy of ``array`` normalised as the model was trained (``window``: clip then [0, 1]; ``zscore``)."""
-    x = np.asarray(array, dtype=np.float32)
+    """float32 copy of ``array`` normalised as the model was trained.
+
+    ``window``: clip to [low, high] and scale to [0, 1], by MONAI ``ScaleIntensityRange`` applied slab by slab along
+    the first axis. ``zscore``: (x − mean) / std over the nonzero voxels (all voxels when 16 or fewer are nonzero).
+    """
     if cfg.mode == "window":
-        lo, hi = float(cfg.low), float(cfg.high)
-        out = np.clip(x, lo, hi)
-        out -= lo
-        out /= hi - lo
+        from monai.transforms import ScaleIntensityRange
+
+        scale = ScaleIntensityRange(
+            a_min=float(cfg.low), a_max=float(cfg.high), b_min=0.0, b_max=1.0, clip=True, dtype=np.float32
+        )
+        source = np.asarray(array)
+        out = np.empty(source.shape, dtype=np.float32)
+        slabs = out.reshape(1, *out.shape) if out.ndim < 3 else out
+        inputs = source.reshape(1, *source.shape) if source.ndim < 3 else source
+        for k in range(0, slabs.shape[0], _NORMALISE_SLAB):
+            chunk = torch.from_numpy(np.asarray(inputs[k : k + _NORMALISE_SLAB], dtype=np.float32))
+            slabs[k : k + _NORMALISE_SLAB] = np.asarray(scale(chunk))
         return out
+    x = np.asarray(array, dtype=np.float32)
     foreground = x[x != 0]
     values = foreground if foreground.size > 16 else x.ravel()
     mean, std = float(values.mean()), float(values.std())
