@@ -7,9 +7,13 @@ Rules (from Slicer's developer guide and from what goes wrong in other AI extens
 - PyTorch comes from the PyTorch extension (``PyTorchUtils``), which picks the build that matches the GPU driver.
   Installing ``torch`` from PyPI instead is the classic way to end up with a CPU-only or wrong-CUDA build, so MORSE
   never does that: without the PyTorch extension it stops and says how to get it.
-- The other packages are installed with ``slicer.packaging.pip_ensure`` where Slicer has it (5.11+), told to skip
-  torch (so monai cannot drag a PyPI torch in), else with ``slicer.util.pip_install`` once torch is in place.
-- SimpleITK and numpy ship with Slicer and are not touched.
+- The installed torch is never replaced. pip gets a constraints file pinning the torch that is there
+  (``torch==2.5.1+cu121``), so it picks a MONAI release that works with it (MONAI 1.6 needs torch 2.8, 1.5.2 takes
+  2.4.1) instead of upgrading torch to a PyPI build that may not match the GPU driver. Slicer 5.11+ installs through
+  ``slicer.packaging.pip_ensure`` (constraints and ``skip_packages=["torch"]``), older ones through
+  ``slicer.util.pip_install([..., "-c", constraints])``: one pip command either way (:func:`pipArguments`).
+- numpy, scipy and SimpleITK ship with Slicer (5.8+) and are not touched; :data:`REQUIREMENTS` is everything else the
+  inference worker imports (a test installs exactly these into a venv holding only Slicer's bundle and runs it).
 
 Everything that talks to Slicer is injectable, so tests run the real flow with fakes (and check that nothing is
 installed when the user says no).
@@ -21,8 +25,10 @@ import importlib.metadata
 import importlib.util
 import logging
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from morse.errors import MorseError
 
@@ -105,9 +111,36 @@ def _pyTorchUtilsInstall(versionRequirement: str):
     )
 
 
-def _slicerPipInstall(requirements: list[str], skip: list[str]) -> None:
+def keptPins(keep: list[str]) -> list[str]:
+    """``name==version`` of each installed distribution in ``keep`` (those pip must leave as they are)."""
+    pins = []
+    for distribution in keep:
+        version = installedVersion(distribution)
+        if version is not None:
+            pins.append(f"{distribution}=={version}")
+    return pins
+
+
+def writeConstraints(keep: list[str], folder: str | Path | None = None) -> Path | None:
+    """A pip constraints file pinning the installed ``keep`` distributions, or None when none is installed."""
+    pins = keptPins(keep)
+    if not pins:
+        return None
+    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="morse-pip-"))
+    path = folder / "constraints.txt"
+    path.write_text("".join(pin + "\n" for pin in pins), encoding="utf-8")
+    return path
+
+
+def pipArguments(requirements: list[str], constraints: Path | None) -> list[str]:
+    """What follows ``pip install``: the requirements, and ``-c constraints`` when there is a file."""
+    return [*requirements, *(["-c", str(constraints)] if constraints is not None else [])]
+
+
+def _slicerPipInstall(requirements: list[str], keep: list[str]) -> None:
     import slicer
 
+    constraints = writeConstraints(keep)
     packaging = getattr(slicer, "packaging", None)
     pipEnsure = getattr(packaging, "pip_ensure", None) if packaging is not None else None
     if pipEnsure is not None:
@@ -115,12 +148,21 @@ def _slicerPipInstall(requirements: list[str], skip: list[str]) -> None:
 
         pipEnsure(
             [PipRequirement(r) for r in requirements],
-            skip_packages=skip or None,
+            constraints=constraints,
+            skip_packages=keep or None,
             prompt_install=False,  # MORSE already asked, listing these packages
             requester="MORSE",
         )
     else:
-        slicer.util.pip_install(requirements)
+        slicer.util.pip_install(pipArguments(requirements, constraints))
+
+
+def localPipInstall(requirements: list[str], keep: list[str]) -> None:
+    """The same pip command, run by this interpreter (outside Slicer: scripts and the environment test)."""
+    import subprocess
+
+    constraints = writeConstraints(keep)
+    subprocess.run([sys.executable, "-m", "pip", "install", *pipArguments(requirements, constraints)], check=True)
 
 
 class DependencyInstaller:
@@ -130,7 +172,8 @@ class DependencyInstaller:
 
     - ``confirm(message, details) -> bool``: ask the user.
     - ``installTorch(versionRequirement) -> module | None``: None when declined there.
-    - ``pipInstall(requirements: list[str], skip: list[str])``: install pip requirements, never ``skip``.
+    - ``pipInstall(requirements: list[str], keep: list[str])``: install pip requirements, leaving the installed
+      ``keep`` distributions (torch) exactly as they are.
     - ``isSatisfied(requirement) -> bool``.
     - ``isImported(importName) -> bool``: already loaded in this session (then a restart is needed after updating).
     """
@@ -193,7 +236,7 @@ class DependencyInstaller:
         if pipReqs:
             log.info("Installing %s", ", ".join(r.pipRequirement for r in pipReqs))
             try:
-                self.pipInstall([r.pipRequirement for r in pipReqs], [r.distribution for r in torchReqs] or ["torch"])
+                self.pipInstall([r.pipRequirement for r in pipReqs], ["torch"])
             except Exception as exc:
                 raise DependencyError(
                     f"Installing {', '.join(r.pipRequirement for r in pipReqs)} failed: {exc}. Check the network "

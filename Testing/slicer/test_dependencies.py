@@ -3,6 +3,7 @@ installs torch through the PyTorch extension before anything from pip, and never
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import textwrap
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 import slicer
 import slicerSyntheticVolumes as syntheticVolumes
+from morse.errors import InputError
 from MORSESegmentationLib import dependencies
 from MORSESegmentationLib.dependencies import DependencyError, DependencyInstaller, Requirement, RestartRequiredError
+from MORSESegmentationLib.logic import RunOptions
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray
 from slicerFakes import Recorder
 
@@ -110,7 +113,7 @@ def test_pytorch_utils_is_called_with_its_own_confirmation(monkeypatch):
     assert calls == [(True, ">=2.4.1")]
 
 
-def test_pip_uses_pip_ensure_when_slicer_has_it(monkeypatch):
+def test_pip_uses_pip_ensure_when_slicer_has_it_with_torch_pinned(monkeypatch):
     calls = []
 
     def pip_ensure(
@@ -123,19 +126,39 @@ def test_pip_uses_pip_ensure_when_slicer_has_it(monkeypatch):
         skip_in_testing=True,
         show_progress=True,
     ):
-        calls.append(([str(r) for r in requirements], skip_packages, prompt_install, requester))
+        text = Path(constraints).read_text() if constraints else ""
+        calls.append(([str(r) for r in requirements], text, skip_packages, prompt_install, requester))
 
     monkeypatch.setattr(slicer, "packaging", types.SimpleNamespace(pip_ensure=pip_ensure), raising=False)
     dependencies._slicerPipInstall(["monai>=1.5,<1.7"], ["torch"])
-    assert calls == [(["monai<1.7,>=1.5"], ["torch"], False, "MORSE")]
+    torchVersion = importlib.metadata.version("torch")
+    assert calls == [(["monai<1.7,>=1.5"], f"torch=={torchVersion}\n", ["torch"], False, "MORSE")]
 
 
-def test_pip_falls_back_to_pip_install_on_older_slicer(monkeypatch):
+def test_pip_install_on_older_slicer_gets_a_constraint_that_keeps_torch(monkeypatch):
+    """Slicer 5.8-5.10: pip_install has no skip list; the constraints file is what keeps pip off torch."""
     calls = []
     monkeypatch.delattr(slicer, "packaging", raising=False)
     monkeypatch.setattr(slicer.util, "pip_install", lambda requirements: calls.append(requirements))
-    dependencies._slicerPipInstall(["safetensors>=0.4"], ["torch"])
-    assert calls == [["safetensors>=0.4"]]
+    dependencies._slicerPipInstall(["monai>=1.5,<1.7", "safetensors>=0.4"], ["torch"])
+    [arguments] = calls
+    assert arguments[:2] == ["monai>=1.5,<1.7", "safetensors>=0.4"] and arguments[2] == "-c"
+    assert not any(a.split("=")[0].split(">")[0] == "torch" for a in arguments[:2])  # torch is never requested
+    assert Path(arguments[3]).read_text().splitlines() == [f"torch=={importlib.metadata.version('torch')}"]
+
+
+def test_constraints_pin_only_what_is_installed(tmp_path):
+    pins = dependencies.keptPins(["torch", "morse-no-such-package"])
+    assert pins == [f"torch=={importlib.metadata.version('torch')}"]
+    assert dependencies.writeConstraints(["morse-no-such-package"], tmp_path) is None
+    assert dependencies.pipArguments(["a"], None) == ["a"]
+
+
+def test_installer_keeps_torch_even_when_it_installed_it_first():
+    fake = Recorder(missing=["torch", "monai"], answer=True)
+    fake.installer().ensure()
+    pipCall = next(c for c in fake.calls if c[0] == "pip")
+    assert pipCall[2] == ["torch"]
 
 
 def test_process_checks_dependencies_before_touching_anything(tinyPack):
@@ -173,3 +196,14 @@ def test_importing_the_module_installs_and_imports_nothing_heavy():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "HEAVY []" in done.stdout
+
+
+def test_no_input_is_reported_before_anything_is_installed():
+    """The 'no input' self-test: the input is checked first, so nothing is offered for installation."""
+    fake = Recorder(missing=["monai"], answer=True)
+    logic = MORSESegmentationLogic(dependencies=fake.installer())
+    with pytest.raises(InputError, match="No input volume"):
+        logic.process(None)
+    with pytest.raises(InputError, match="No input volume"):
+        logic.startRun(RunOptions())
+    assert fake.calls == []
