@@ -163,3 +163,69 @@ def test_scatter_and_gather_cells_in_both_memory_formats():
             assert copied.is_contiguous(memory_format=fmt) == f.is_contiguous(memory_format=fmt)
             in_place = f.clone()
             assert scatter_cells_(in_place, idx, values) is in_place and torch.equal(in_place, expected)
+
+
+def _margins(logits: torch.Tensor) -> torch.Tensor:
+    """Top-2 margin per cell ``(B, cells)`` of logits ``(B, C, *S)``."""
+    top = logits.flatten(2).topk(2, dim=1).values
+    return top[:, 0] - top[:, 1]
+
+
+def test_adaptive_budget_renders_only_doubtful_cells_of_the_fixed_choice():
+    torch.manual_seed(3)
+    model = _model(2, test_points=200, steps=1)
+    out = model.backbone(torch.randn(2, 1, 32, 48))
+    with torch.no_grad():
+        fixed, fixed_cells = model._refine(out.logits, out.experts)
+        margin = float(_margins(out.logits).flatten().kthvalue(150).values)  # about 75 doubtful cells per slice
+        adaptive, cells = model._refine(out.logits, out.experts, margin=margin)
+    doubtful = (_margins(out.logits) < margin).reshape(cells.shape)
+    chosen = torch.zeros_like(fixed_cells)
+    chosen.view(2, -1).scatter_(1, most_uncertain_indices(out.logits, 200), True)
+    assert torch.equal(cells, chosen & doubtful)
+    assert 0 < int(cells.sum()) < int(fixed_cells.sum())
+    keep = cells[:, None].expand_as(fixed)
+    assert torch.allclose(adaptive[keep], fixed[keep], atol=1e-5)  # a rendered cell gets the fixed budget's value
+    assert torch.equal(adaptive[~keep], out.logits[~keep])  # the others keep the coarse logits
+
+
+def test_adaptive_budget_with_an_unbounded_margin_is_the_fixed_budget():
+    torch.manual_seed(4)
+    model = _model(2, test_points=120, steps=3)
+    out = model.backbone(torch.randn(3, 1, 32, 32))
+    with torch.no_grad():
+        fixed, fixed_cells = model._refine(out.logits, out.experts)
+        same, same_cells = model._refine(out.logits, out.experts, margin=1e9)
+    assert torch.equal(same_cells, fixed_cells) and torch.allclose(same, fixed, atol=1e-6)
+
+
+def test_adaptive_budget_stays_in_the_region_and_skips_confident_slices():
+    torch.manual_seed(5)
+    model = _model(2, test_points=100, steps=2)
+    out = model.backbone(torch.randn(2, 1, 32, 32))
+    coarse = out.logits.clone()
+    coarse[1] = 0.0
+    coarse[1, 0] = 20.0  # slice 1: confident background everywhere
+    within = torch.zeros(2, 32, 32, dtype=torch.bool)
+    within[:, 8:24, 8:24] = True
+    with torch.no_grad():
+        _, inside = model._refine(coarse, out.experts, margin=1e9, within=within)
+        refined, cells = model._refine(coarse, out.experts, margin=5.0)
+        _, none = model._refine(coarse, out.experts, margin=0.0)
+    assert inside.any() and not (inside & ~within).any()
+    assert cells[0].any() and not cells[1].any() and torch.equal(refined[1], coarse[1])
+    assert not none.any()
+
+
+def test_render_region_is_tissue_and_its_neighbourhood_for_ct_windows_only():
+    from morse.config import IntensityConfig
+    from morse.inference.pipeline import BODY_REACH_CELLS, render_region
+
+    x = torch.zeros(1, 1, 20, 20)
+    x[0, 0, 10, 10] = 0.3  # one cell above the bottom of the window
+    region = render_region(x, IntensityConfig(mode="window", low=-125.0, high=275.0))
+    r = BODY_REACH_CELLS
+    expected = torch.zeros(1, 20, 20, dtype=torch.bool)
+    expected[0, 10 - r : 11 + r, 10 - r : 11 + r] = True
+    assert torch.equal(region, expected)
+    assert render_region(x, IntensityConfig(mode="zscore")) is None
