@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OutputError
-from ..geometry import AxisReorder, spacing_ijk
+from ..geometry import spacing_ijk
 from ..image_integrity import verify_written_image
 from ..imageio import write_image
 from ..labels import LabelInfo
 from ..staging import publish, publish_permissions, staging_dir
+from .preview import write_preview
 from .result import SegmentationResult
 
 OUTPUT_FILES = (
@@ -89,43 +90,6 @@ def seg_nrrd_metadata(labels: np.ndarray, infos: list[LabelInfo]) -> dict[str, s
             }
         )
     return meta
-
-
-def write_preview(path: Path, image: np.ndarray, result: SegmentationResult, num_slices: int = 4) -> None:
-    """A PNG montage of axial slices through the segmented organs in radiological convention (patient's right on the
-    left, anterior up): CT soft-tissue window (W400/L40), organs filled at 35 % opacity with solid outlines, and the
-    voxels whose label the rendering head changed in yellow. The volume is reoriented to LPS first."""
-    from PIL import Image
-    from scipy import ndimage
-
-    reorder = AxisReorder.to_orientation(result.ijk_to_ras, image.shape, "LPS")
-    image = reorder.apply(image)
-    labels = reorder.apply(result.labels)
-    changed = reorder.apply(result.changed)
-    counts = (labels > 0).reshape(labels.shape[0], -1).sum(1)
-    candidates = np.nonzero(counts)[0]
-    if candidates.size == 0:
-        candidates = np.arange(labels.shape[0])
-    picks = np.unique(np.linspace(candidates[0], candidates[-1], num=min(num_slices, candidates.size)).round())
-    lut = np.zeros((256, 3), np.float32)
-    for info in result.labels_info:
-        lut[info.value] = info.color
-    tiles = []
-    for k in picks.astype(int):
-        ct = np.clip((image[k].astype(np.float32) + 160.0) / 400.0, 0, 1)
-        rgb = np.repeat(ct[..., None], 3, axis=-1)
-        lab = labels[k]
-        mask = lab > 0
-        rgb[mask] = 0.65 * rgb[mask] + 0.35 * lut[lab[mask]]
-        edge = lab != ndimage.grey_erosion(lab, size=3)
-        edge &= mask
-        rgb[edge] = lut[lab[edge]]
-        rgb[changed[k]] = (1.0, 0.9, 0.1)
-        tiles.append(rgb)
-    height = max(t.shape[0] for t in tiles)
-    padded = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0))) for t in tiles]
-    montage = (np.concatenate(padded, axis=1) * 255).astype(np.uint8)
-    Image.fromarray(montage).save(path)
 
 
 def summary(result: SegmentationResult, input_path: str) -> dict:
