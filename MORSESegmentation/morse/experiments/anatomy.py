@@ -73,23 +73,47 @@ def _btcv_cases(pack, data: str, split: str):
     return cases, pairs, {dv: name for name, _, dv in pairs}, [name for name, _, _ in pairs]
 
 
-def _segmented(cases, pack, device):
+def _segmented(cases, pack, device, cache: str | None = None):
     """``(case, image, reference, ijk_to_ras, result)`` per case with a reference: the network's output without
-    post-processing, the uncertainty map included (the confidence rule reads it)."""
+    post-processing, the uncertainty map included (the confidence rule reads it).
+
+    ``cache``: a folder where each case's raw output (labels, coarse labels, uncertainty; uncompressed ``.npy``) is
+    kept for the next run of the same weights, so that scoring other rules does not run the network again."""
     from ..data.readers import load_case
     from ..inference.pipeline import segment_volume
+    from ..inference.result import SegmentationResult
 
+    digest = str(pack.meta.get("weights", {}).get("sha256", ""))[:16]  # other weights never read this cache
+    stamp = f"{pack.model_id}-{pack.version}-{digest}" if digest else None
     for n, case in enumerate(cases, 1):
         image, label, m = load_case(case)
         if label is None:
             continue
         image = image[0] if image.ndim == 4 else image
         log.info("[%d/%d] %s", n, len(cases), case.name)
-        result = segment_volume(image, m, model=pack, device=device, gating=False, uncertainty=True, postprocess=False)
+        folder = Path(cache) / f"{stamp}-{device}" / case.name if cache and stamp else None
+        if folder is not None and (folder / "uncertainty.npy").is_file():
+            arrays = {k: np.load(folder / f"{k}.npy") for k in ("labels", "coarse", "uncertainty")}
+            result = SegmentationResult(
+                labels=arrays["labels"],
+                coarse_labels=arrays["coarse"],
+                ijk_to_ras=m,
+                labels_info=list(pack.labels),
+                uncertainty=arrays["uncertainty"],
+            )
+        else:
+            result = segment_volume(
+                image, m, model=pack, device=device, gating=False, uncertainty=True, postprocess=False
+            )
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                np.save(folder / "labels.npy", result.labels)
+                np.save(folder / "coarse.npy", result.coarse_labels)
+                np.save(folder / "uncertainty.npy", result.uncertainty)  # last: its presence marks a complete case
         yield case, image, label, m, result
 
 
-def btcv_part(model: str, data: str, split: str, device: str) -> dict:
+def btcv_part(model: str, data: str, split: str, device: str, cache: str | None = None) -> dict:
     """Per-organ means of DSC and HD95 (mm) before/after post-processing, for the refined and coarse outputs."""
     from ..evaluation.evaluate_command import recode
     from ..inference.anatomy import settings_from_pack
@@ -101,7 +125,7 @@ def btcv_part(model: str, data: str, split: str, device: str) -> dict:
     scored = {f"{o}/{w}": [] for o in ("refined", "coarse") for w in ("before", "after")}
     removed: dict[str, float] = {n: 0.0 for n in names}
     t0 = time.perf_counter()
-    for case, image, label, m, result in _segmented(cases, pack, device):
+    for case, image, label, m, result in _segmented(cases, pack, device, cache):
         refined, coarse, post = _post(image, m, result, pack)
         spacing = spacing_kji(m)
         arrays = {
@@ -128,7 +152,9 @@ def btcv_part(model: str, data: str, split: str, device: str) -> dict:
     }
 
 
-def confidence_part(model: str, data: str, split: str, device: str, thresholds: list[float]) -> dict:
+def confidence_part(
+    model: str, data: str, split: str, device: str, thresholds: list[float], cache: str | None = None
+) -> dict:
     """The refined labels' DSC/HD95 means with the pack's rules and each ``min_confidence`` of ``thresholds``, every
     case segmented once; and the mean confidence of each organ's largest piece before post-processing (what the
     threshold is compared with). For choosing the threshold on a validation split."""
@@ -143,7 +169,7 @@ def confidence_part(model: str, data: str, split: str, device: str, thresholds: 
     confidence: dict[str, list[float]] = {n: [] for n in names}
     done = []
     t0 = time.perf_counter()
-    for case, image, label, m, result in _segmented(cases, pack, device):
+    for case, image, label, m, result in _segmented(cases, pack, device, cache):
         done.append(case.name)
         for organ, value in result.confidence().items():
             confidence.setdefault(organ, []).append(value)
@@ -271,14 +297,17 @@ def render(btcv: dict | None, registry: list[dict] | None, command: str, sweep: 
         "",
         "Post-processing (`morse.inference.anatomy`, on by default; `morse segment --no-postprocess`, "
         '`segment_volume(..., postprocess=False)`, or `"postprocess": false` in the model pack\'s `inference` block '
-        "turn it off) keeps each organ inside the body, in one 26-connected piece (the left and right kidneys are "
-        "separate labels), and removes an organ whose piece is below its minimum size. It is applied to the refined "
+        "turn it off) keeps each organ inside the body, drops the pieces whose mean confidence is below the pack's "
+        "`min_confidence` (0: the rule is off), keeps the largest 26-connected piece left (the left and right "
+        "kidneys are separate labels), and removes an organ whose piece is below its minimum size. It is applied to "
+        "the refined "
         "and to the coarse labels alike. Every scan below was segmented once and scored on the same network output "
         "without and with it. The settings are the model pack's; none was chosen on the test cases.",
         "",
         f"Regenerate: `{command}` (the BTCV test cases and the registry scans; `--split "
-        "btcv_0037,btcv_0039,btcv_0040` scores the three validation cases of the training split instead, `--json` "
-        "keeps every number and `--load` renders saved parts).",
+        f"{VALIDATION_SPLIT}` scores the three validation cases of the training split instead, `--confidence-sweep "
+        "0,0.5,...` scores `min_confidence` thresholds on those validation cases, `--cache DIR` keeps the network's "
+        "outputs for another run, `--json` keeps every number and `--load` renders saved parts).",
         "",
     ]
     if btcv:
@@ -412,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="T,T,...",
         help=f"score these min_confidence thresholds on the validation split {VALIDATION_SPLIT} (never the test cases)",
     )
+    p.add_argument("--cache", help="keep each BTCV case's network output here and reuse it (same weights)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     btcv = registry = sweep = None
@@ -425,9 +455,9 @@ def main(argv: list[str] | None = None) -> int:
                 thresholds = [float(t) for t in args.confidence_sweep.split(",")]
             except ValueError:
                 p.error(f"--confidence-sweep {args.confidence_sweep!r}: give numbers from 0 to 1, e.g. 0,0.5,0.7")
-            sweep = confidence_part(args.model, args.data, VALIDATION_SPLIT, args.device, thresholds)
+            sweep = confidence_part(args.model, args.data, VALIDATION_SPLIT, args.device, thresholds, args.cache)
         else:
-            btcv = None if args.skip_btcv else btcv_part(args.model, args.data, args.split, args.device)
+            btcv = None if args.skip_btcv else btcv_part(args.model, args.data, args.split, args.device, args.cache)
             registry = None if args.skip_registry else registry_part(args.model, args.device)
     command = "python -m morse.experiments.anatomy" + ("" if args.split == "test" else f" --split {args.split}")
     text = render(btcv, registry, command, sweep)
