@@ -6,8 +6,10 @@ from monai.networks.nets import BasicUNet
 from torch import Tensor, nn
 
 from ..config import BackboneConfig
-from .base import BackboneOutput
+from .base import BackboneOutput, FeatureTap
 
+# Submodules of BasicUNet whose outputs are the experts, coarse to fine: the bottleneck and the four up-blocks.
+_EXPERT_MODULES = ("down_4", "upcat_4", "upcat_3", "upcat_2", "upcat_1")
 _ACT = ("LeakyReLU", {"negative_slope": 0.01, "inplace": True})
 DEFAULT_FEATURES = (16, 32, 64, 128, 256, 16)  # the MORSE paper's 2D UNet (PyMIC widths); BasicUNet convention
 
@@ -43,18 +45,9 @@ class UNetBackbone(nn.Module):
         all_experts = [f[4], f[3], f[2], f[1], f[5]]
         self.num_experts = 5 if spatial_dims == 2 else 3
         self.expert_channels = all_experts[-self.num_experts :]
+        self.tap = FeatureTap(self.net, list(_EXPERT_MODULES[-self.num_experts :]))
         self.size_multiple = 16
 
     def forward(self, x: Tensor) -> BackboneOutput:
-        n = self.net
-        x0 = n.conv_0(x)
-        x1 = n.down_1(x0)
-        x2 = n.down_2(x1)
-        x3 = n.down_3(x2)
-        x4 = n.down_4(x3)
-        u4 = n.upcat_4(x4, x3)
-        u3 = n.upcat_3(u4, x2)
-        u2 = n.upcat_2(u3, x1)
-        u1 = n.upcat_1(u2, x0)
-        experts = [x4, u4, u3, u2, u1][-self.num_experts :]
-        return BackboneOutput(n.final_conv(u1), experts)
+        logits = self.net(x)
+        return BackboneOutput(logits, self.tap.collect())
