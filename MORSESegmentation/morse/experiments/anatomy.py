@@ -73,44 +73,57 @@ def _btcv_cases(pack, data: str, split: str):
     return cases, pairs, {dv: name for name, _, dv in pairs}, [name for name, _, _ in pairs]
 
 
-def _segmented(cases, pack, device, cache: str | None = None):
-    """``(case, image, reference, ijk_to_ras, result)`` per case with a reference: the network's output without
-    post-processing, the uncertainty map included (the confidence rule reads it).
+def _cache_folder(pack, device: str, cache: str | None, name: str) -> Path | None:
+    digest = str(pack.meta.get("weights", {}).get("sha256", ""))[:16]  # other weights never read this cache
+    if not cache or not digest:
+        return None
+    return Path(cache) / f"{pack.model_id}-{pack.version}-{digest}-{device}" / name
 
-    ``cache``: a folder where each case's raw output (labels, coarse labels, uncertainty; uncompressed ``.npy``) is
-    kept for the next run of the same weights, so that scoring other rules does not run the network again."""
-    from ..data.readers import load_case
+
+def _raw_result(image, m, pack, device: str, folder: Path | None):
+    """The network's output without post-processing, the uncertainty map included (the confidence rule reads it);
+    kept in ``folder`` (labels, coarse labels, uncertainty as uncompressed ``.npy``; None: not kept) and read back
+    from there by the next run of the same weights. A result read back carries no messages."""
     from ..inference.pipeline import segment_volume
     from ..inference.result import SegmentationResult
 
-    digest = str(pack.meta.get("weights", {}).get("sha256", ""))[:16]  # other weights never read this cache
-    stamp = f"{pack.model_id}-{pack.version}-{digest}" if digest else None
+    if folder is not None and (folder / "uncertainty.npy").is_file():
+        arrays = {k: np.load(folder / f"{k}.npy") for k in ("labels", "coarse", "uncertainty")}
+        saved = folder / "messages.json"
+        messages = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+        return SegmentationResult(
+            labels=arrays["labels"],
+            coarse_labels=arrays["coarse"],
+            ijk_to_ras=m,
+            labels_info=list(pack.labels),
+            uncertainty=arrays["uncertainty"],
+            messages=messages.get("messages", []),
+            domain={"findings": messages.get("findings", [])},
+        )
+    result = segment_volume(image, m, model=pack, device=device, gating=False, uncertainty=True, postprocess=False)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "labels.npy", result.labels)
+        np.save(folder / "coarse.npy", result.coarse_labels)
+        findings = list(result.domain.get("findings", []))
+        text = json.dumps({"messages": list(result.messages), "findings": findings})
+        (folder / "messages.json").write_text(text, encoding="utf-8")
+        np.save(folder / "uncertainty.npy", result.uncertainty)  # last: its presence marks a complete case
+    return result
+
+
+def _segmented(cases, pack, device, cache: str | None = None):
+    """``(case, image, reference, ijk_to_ras, result)`` per case with a reference (:func:`_raw_result`; ``cache``: the
+    folder of kept network outputs, or None)."""
+    from ..data.readers import load_case
+
     for n, case in enumerate(cases, 1):
         image, label, m = load_case(case)
         if label is None:
             continue
         image = image[0] if image.ndim == 4 else image
         log.info("[%d/%d] %s", n, len(cases), case.name)
-        folder = Path(cache) / f"{stamp}-{device}" / case.name if cache and stamp else None
-        if folder is not None and (folder / "uncertainty.npy").is_file():
-            arrays = {k: np.load(folder / f"{k}.npy") for k in ("labels", "coarse", "uncertainty")}
-            result = SegmentationResult(
-                labels=arrays["labels"],
-                coarse_labels=arrays["coarse"],
-                ijk_to_ras=m,
-                labels_info=list(pack.labels),
-                uncertainty=arrays["uncertainty"],
-            )
-        else:
-            result = segment_volume(
-                image, m, model=pack, device=device, gating=False, uncertainty=True, postprocess=False
-            )
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                np.save(folder / "labels.npy", result.labels)
-                np.save(folder / "coarse.npy", result.coarse_labels)
-                np.save(folder / "uncertainty.npy", result.uncertainty)  # last: its presence marks a complete case
-        yield case, image, label, m, result
+        yield case, image, label, m, _raw_result(image, m, pack, device, _cache_folder(pack, device, cache, case.name))
 
 
 def btcv_part(model: str, data: str, split: str, device: str, cache: str | None = None) -> dict:
@@ -246,12 +259,13 @@ def impossible_ml(volume, ijk_to_ras, labels, labels_info, hounsfield: bool) -> 
     return out
 
 
-def registry_part(model: str, device: str) -> list[dict]:
-    """Per registry sample case: ml of organs in impossible places before/after, and the notes on the input."""
+def registry_part(model: str, device: str, cache: str | None = None) -> list[dict]:
+    """Per registry sample case: ml of organs in impossible places before/after, and the notes on the input, checked
+    on the post-processed labels as ``morse segment`` does."""
     from ..data.cases import case_path, list_cases
     from ..imageio import read_image
     from ..inference.anatomy import is_hounsfield
-    from ..inference.pipeline import segment_volume
+    from ..inference.domain import check_domain, domain_of
     from ..modelpack import load_model_pack
 
     pack = load_model_pack(model)
@@ -260,10 +274,13 @@ def registry_part(model: str, device: str) -> list[dict]:
     for case in list_cases():
         image = read_image(case_path(case.name))
         log.info("%s %s", case.name, "×".join(map(str, image.array.shape)))
-        result = segment_volume(
-            image.array, image.ijk_to_ras, model=pack, device=device, gating=False, uncertainty=True, postprocess=False
-        )
+        folder = _cache_folder(pack, device, cache, f"registry-{case.name}")
+        result = _raw_result(image.array, image.ijk_to_ras, pack, device, folder)
         refined, _, post = _post(image.array, image.ijk_to_ras, result, pack)
+        raw_findings = set(result.domain.get("findings", []))
+        domain = check_domain(
+            image.array, image.ijk_to_ras, refined, pack.labels, domain_of(pack), body=post.body, hounsfield=hu
+        )
         before = impossible_ml(image.array, image.ijk_to_ras, result.labels, pack.labels, hu)
         after = impossible_ml(image.array, image.ijk_to_ras, refined, pack.labels, hu)
         rows.append(
@@ -274,7 +291,7 @@ def registry_part(model: str, device: str) -> list[dict]:
                 "before": before,
                 "after": after,
                 "removed": {k: c.to_dict() for k, c in post.changes.items()},
-                "notes": [m for m in result.messages if not m.startswith("anatomical post-processing")],
+                "notes": [m for m in result.messages if m not in raw_findings] + domain.messages,
             }
         )
     return rows
@@ -458,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep = confidence_part(args.model, args.data, VALIDATION_SPLIT, args.device, thresholds, args.cache)
         else:
             btcv = None if args.skip_btcv else btcv_part(args.model, args.data, args.split, args.device, args.cache)
-            registry = None if args.skip_registry else registry_part(args.model, args.device)
+            registry = None if args.skip_registry else registry_part(args.model, args.device, args.cache)
     command = "python -m morse.experiments.anatomy" + ("" if args.split == "test" else f" --split {args.split}")
     text = render(btcv, registry, command, sweep)
     out = Path(args.out)
