@@ -17,6 +17,36 @@ from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
 README_URL = "https://github.com/morse-seg/SlicerMORSE#using-morse-in-3d-slicer"
+# Slicer 5.8 is the oldest release MORSE runs on: it bundles Python 3.9, the oldest the module and the engine support.
+MINIMUM_SLICER = (5, 8)
+MINIMUM_PYTHON = (3, 9)
+
+
+def compatibilityProblem(slicerVersion=None, pythonVersion=None) -> str:
+    """Why this Slicer cannot run MORSE ("" when it can). ``slicerVersion``: (major, minor), None when unknown."""
+    import sys
+
+    pythonVersion = tuple(pythonVersion or sys.version_info[:2])
+    if slicerVersion is not None and tuple(slicerVersion)[:2] < MINIMUM_SLICER:
+        have = ".".join(str(v) for v in tuple(slicerVersion)[:2])
+        return (
+            f"MORSE needs 3D Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or later; this is Slicer {have}. "
+            "Install a current Slicer release from download.slicer.org, then install MORSE from its Extensions Manager."
+        )
+    if pythonVersion < MINIMUM_PYTHON:
+        return (
+            f"MORSE needs Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]} or later; this Slicer runs Python "
+            f"{pythonVersion[0]}.{pythonVersion[1]}. Install 3D Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or "
+            "later."
+        )
+    return ""
+
+
+def _runningSlicerVersion():
+    app = getattr(slicer, "app", None)
+    major, minor = getattr(app, "majorVersion", None), getattr(app, "minorVersion", None)
+    return (int(major), int(minor)) if isinstance(major, int) and isinstance(minor, int) else None
+
 
 #
 # MORSESegmentation
@@ -44,6 +74,11 @@ class MORSESegmentation(ScriptedLoadableModule):
             "Medical Image Segmentation with Stochastic Experts</i>, MICCAI 2023. The bundled demonstration model was "
             "trained on registry sample CT with TotalSegmentator labels; it is not a clinical tool."
         )
+        self.compatibilityProblem = compatibilityProblem(_runningSlicerVersion())
+        if self.compatibilityProblem:
+            logging.error("MORSE Segmentation: %s", self.compatibilityProblem)
+            self.parent.helpText = f"<p><b>{self.compatibilityProblem}</b></p>" + self.parent.helpText
+            return
         # SampleData is a Qt module: register once the application has started.
         slicer.app.connect("startupCompleted()", registerSampleData)
 
@@ -73,8 +108,14 @@ def registerSampleData():
         fileNames=f"{sampleData.SAMPLE_CASE}.dcm-series",
         nodeNames=sampleData.NODE_NAME,
         checksums=sampleData.sampleChecksum(),
-        customDownloader=lambda source: sampleData.loadSampleVolume(),
+        customDownloader=lambda source: sampleData.loadSampleVolume(),  # the Sample Data button
     )
+    # SampleData.downloadSample("MORSEAbdomenCT") from a script goes through the logic, which ignores
+    # customDownloader: give the source a load function and let the logic use it.
+    source = SampleData.SampleDataLogic().sourceForSampleName(sampleData.SAMPLE_NAME)
+    if source is not None:
+        setattr(source, sampleData.LOAD_FUNCTION_ATTRIBUTE, sampleData.loadSampleVolume)
+        sampleData.honourLoadFunctions(SampleData.SampleDataLogic)
 
 
 #
@@ -93,6 +134,14 @@ class MORSESegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        problem = compatibilityProblem(_runningSlicerVersion())
+        if problem:  # say why instead of a panel that would fail on first use
+            import qt
+
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            return
         from MORSESegmentationLib.widget import MORSESegmentationPanel
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/MORSESegmentation.ui"))
@@ -109,10 +158,13 @@ class MORSESegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         """Called when the application closes and the module widget is destroyed."""
         if self.panel:
             self.panel.cleanup()
+        if self.logic is not None:
+            self.logic.cleanup()  # ends the warm worker
         self.removeObservers()
 
     def enter(self) -> None:
-        self.panel.initializeParameterNode()
+        if self.panel:
+            self.panel.initializeParameterNode()
 
     def onReload(self) -> None:
         """Developer "Reload": also reload the MORSESegmentationLib modules this file delegates to (importlib;
@@ -120,18 +172,22 @@ class MORSESegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         import importlib
         import sys
 
+        if self.logic is not None:
+            self.logic.cleanup()  # a worker started by the old code must not outlive it
         for name in sorted(n for n in sys.modules if n.startswith("MORSESegmentationLib.")):
             importlib.reload(sys.modules[name])
         ScriptedLoadableModuleWidget.onReload(self)
 
     def exit(self) -> None:
-        self.panel.setParameterNode(None)
+        if self.panel:
+            self.panel.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.panel.onSceneStartClose()
+        if self.panel:
+            self.panel.onSceneStartClose()
 
     def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
+        if self.panel and self.parent.isEntered:
             self.panel.initializeParameterNode()
 
 
@@ -149,9 +205,9 @@ class MORSESegmentationLogic(ScriptedLoadableModuleLogic, SegmentationLogic):
         outputs = logic.process(volumeNode)                        # blocking; see SegmentationLogic.process
     """
 
-    def __init__(self, dependencies=None) -> None:
+    def __init__(self, dependencies=None, workerFactory=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        SegmentationLogic.__init__(self, dependencies)
+        SegmentationLogic.__init__(self, dependencies, workerFactory)
 
     def getParameterNode(self):
         return MORSESegmentationParameterNode(super().getParameterNode())

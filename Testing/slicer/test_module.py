@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,21 +45,94 @@ def test_module_metadata(monkeypatch):
     assert app.connections == [("startupCompleted()", MORSESegmentation.registerSampleData)]
 
 
+def test_an_old_slicer_is_refused_at_module_load_with_what_to_do(monkeypatch, caplog):
+    app = FakeApp()
+    app.majorVersion, app.minorVersion = 5, 6
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    parent = types.SimpleNamespace()
+    module = MORSESegmentation.MORSESegmentation(parent)
+    assert "needs 3D Slicer 5.8 or later; this is Slicer 5.6" in module.compatibilityProblem
+    assert module.compatibilityProblem in parent.helpText and module.compatibilityProblem in caplog.text
+    assert app.connections == []  # nothing else is set up
+
+
+@pytest.mark.parametrize(
+    ("slicerVersion", "pythonVersion", "expected"),
+    [
+        ((5, 8), (3, 9), ""),
+        ((5, 10), (3, 12), ""),
+        (None, (3, 11), ""),  # version unknown: not refused
+        ((5, 7), (3, 9), "3D Slicer 5.8 or later; this is Slicer 5.7"),
+        ((4, 11), (3, 6), "3D Slicer 5.8 or later; this is Slicer 4.11"),
+        ((5, 8), (3, 8), "Python 3.9 or later; this Slicer runs Python 3.8"),
+    ],
+)
+def test_compatibility_rule(slicerVersion, pythonVersion, expected):
+    problem = MORSESegmentation.compatibilityProblem(slicerVersion, pythonVersion)
+    assert (expected in problem) if expected else problem == ""
+
+
+def test_minimum_matches_the_readme_and_the_python39_promise():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    major, minor = MORSESegmentation.MINIMUM_SLICER
+    assert f"3D Slicer ({major}.{minor} or later" in readme
+    assert MORSESegmentation.MINIMUM_PYTHON == (3, 9)  # what Testing/project/test_python39.py checks
+
+
 def test_widget_needs_the_application():
     pytest.skip("Qt GUI: MORSESegmentationWidget builds Qt widgets from the .ui; needs the Slicer application")
 
 
 @pytest.fixture
 def fakeSampleData(monkeypatch):
+    """Sample Data as Slicer's module behaves: sources kept per category; the logic (what downloadSample uses)
+    downloads each URI with urllib and ignores customDownloader, which only its GUI buttons call."""
     registered = []
+    sources = {}
+
+    class SampleDataSource:
+        def __init__(self, sampleName=None, uris=None, customDownloader=None, **kwargs):
+            self.sampleName, self.uris, self.customDownloader = sampleName, [uris], customDownloader
 
     class SampleDataLogic:
         @staticmethod
-        def registerCustomSampleDataSource(**kwargs):
-            registered.append(kwargs)
+        def registerCustomSampleDataSource(category="Custom", **kwargs):
+            registered.append({"category": category, **kwargs})
+            sources.setdefault(category, []).append(SampleDataSource(**kwargs))
 
-    monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(SampleDataLogic=SampleDataLogic))
+        def sourceForSampleName(self, sampleName):
+            return next((s for group in sources.values() for s in group if s.sampleName == sampleName), None)
+
+        def downloadFromSource(self, source):
+            import urllib.request
+
+            for uri in source.uris:
+                urllib.request.urlopen(uri)  # "morse-registry:..." is no URL: this raises, as in Slicer
+            return []
+
+        def downloadSamples(self, sampleName):
+            source = self.sourceForSampleName(sampleName)
+            return self.downloadFromSource(source) if source else []
+
+    module = types.SimpleNamespace(SampleDataLogic=SampleDataLogic, SampleDataSource=SampleDataSource)
+    module.downloadSample = lambda name: SampleDataLogic().downloadSamples(name)[0]
+    monkeypatch.setitem(sys.modules, "SampleData", module)
     return registered
+
+
+def test_scripted_download_sample_loads_the_volume(fakeSampleData):
+    import SampleData
+
+    MORSESegmentation.registerSampleData()
+    MORSESegmentation.registerSampleData()  # a second registration (module reload) changes nothing
+    try:
+        node = SampleData.downloadSample("MORSEAbdomenCT")
+    except FetchUnavailableError as exc:
+        pytest.skip(f"registry sample data unavailable: {exc}")
+    assert node.GetName() == "MORSE abdomen CT"
+    assert slicer.util.arrayFromVolume(node).shape == (20, 512, 512)
+    with pytest.raises(ValueError):  # other sources still take Sample Data's own path
+        SampleData.SampleDataLogic().downloadFromSource(SampleData.SampleDataSource("x", uris="not a url"))
 
 
 def test_register_sample_data_with_registry_checksum_and_a_loader(fakeSampleData):
