@@ -102,7 +102,9 @@ def run(args) -> int:
         results["segment_cli"] = _child("segment_cli_memory", threads, path=vol_path, model=model, out_dir=tmp)
     windows = 1 if quick else max(1, int(getattr(args, "peer_windows", 2)))
     results["peers"] = {
-        name: _child("peer_network", threads, name=name, path=vol_path, windows=windows, device=device, bf16=bf16)
+        name: _child(
+            "peer_network", threads, name=name, path=vol_path, windows=windows, device=device, bf16=bf16, quick=quick
+        )
         for name in ("segresnet", "nnunet")
     }
     size, batch = (96, 2) if quick else (256, 4)

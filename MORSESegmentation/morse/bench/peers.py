@@ -85,11 +85,18 @@ def _resampled(path: str, spacing_zyx) -> tuple[torch.Tensor, float]:
     return x, time.perf_counter() - start
 
 
-def peer_network(name: str, path: str, windows: int, device: str = "cpu", bf16: bool = False, repeats: int = 1) -> dict:
+QUICK_ROI = (64, 64, 64)  # smoke runs: small windows, not the networks' own
+
+
+def peer_network(
+    name: str, path: str, windows: int, device: str = "cpu", bf16: bool = False, repeats: int = 1, quick: bool = False
+) -> dict:
     """Seconds per window of the peer through ``sliding_window_inference`` and the estimate for the whole CT."""
     from monai.inferers import sliding_window_inference
 
-    cfg = PEERS[name]
+    cfg = dict(PEERS[name])
+    if quick:
+        cfg["roi"] = QUICK_ROI
     dev = torch.device(device)
     net = build_peer(name).to(dev)
     x, resample_s = _resampled(path, cfg["spacing_mm"])

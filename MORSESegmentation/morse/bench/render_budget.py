@@ -12,7 +12,8 @@ that margin.
 
 ``python -m morse.bench.render_budget DATA --cases btcv_0037,btcv_0039,btcv_0040 --margins 0.5,1,2,3 --role
 validation --out docs/results/render_budget.json`` stores the run (aggregate numbers only) under its role in that
-file, where ``morse bench`` reads it.
+file, where ``morse bench`` reads it. Cases can run side by side, one process each (``--out`` per case), and
+``python -m morse.bench.render_budget merge ROLE OUT PART.json...`` joins them.
 """
 
 from __future__ import annotations
@@ -131,7 +132,36 @@ def choose_margin(summary: dict, margins: list[float]) -> float | None:
     return None
 
 
+def merge(parts: list[dict]) -> dict:
+    """One report from runs of the same role over disjoint cases (run side by side, one process per case)."""
+    per_case = {name: runs for part in parts for name, runs in part["per_case"].items()}
+    margins = parts[0]["margins"]
+    if any(part["margins"] != margins or part["model"] != parts[0]["model"] for part in parts):
+        raise ValueError("the runs to merge used different margins or models")
+    summary = summarize(per_case, margins)
+    return {
+        "model": parts[0]["model"],
+        "cases": list(per_case),
+        "margins": margins,
+        "summary": summary,
+        "chosen": choose_margin(summary, margins),
+        "per_case": per_case,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["merge"]:  # merge ROLE OUT PART.json...: per-case runs into one stored report
+        role, out, files = argv[1], Path(argv[2]), argv[3:]
+        parts = [json.loads(Path(f).read_text(encoding="utf-8"))[role] for f in files]
+        stored = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+        stored[role] = merge(parts)
+        stored["test_points"] = json.loads(Path(files[0]).read_text(encoding="utf-8")).get("test_points")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(stored, indent=1), encoding="utf-8")
+        print(json.dumps({"summary": stored[role]["summary"], "chosen": stored[role]["chosen"]}, indent=1))
+        return 0
     from ..data.convert import resolve_dataset
     from ..data.readers import load_case, read_dataset
     from ..evaluation.evaluate_command import match_labels

@@ -241,11 +241,13 @@ def segment_stages(path: str, model: str, out_dir: str, device: str = "cpu") -> 
     return {**measure(path, model, out_dir, device), "peak_rss_mb": peak_rss_mb()}
 
 
-def peer_network(name: str, path: str, windows: int, device: str = "cpu", bf16: bool = False) -> dict:
+def peer_network(
+    name: str, path: str, windows: int, device: str = "cpu", bf16: bool = False, quick: bool = False
+) -> dict:
     """A peer network's sliding-window cost on the CT (see :mod:`morse.bench.peers`)."""
     from .peers import peer_network as measure
 
-    return {**measure(name, path, windows, device=device, bf16=bf16), "peak_rss_mb": peak_rss_mb()}
+    return {**measure(name, path, windows, device=device, bf16=bf16, quick=quick), "peak_rss_mb": peak_rss_mb()}
 
 
 WORKLOADS = {
