@@ -4,21 +4,18 @@ A model pack is a folder with ``model.json`` and ``model.safetensors`` (see ``mo
 through the engine's :func:`morse.modelpack.load_model_pack` and the weights' sha256, so the message a user sees
 here is the one a run would give. Pickle checkpoints (``.pt``/``.pth``...) are refused, never loaded.
 
-Until PyTorch is installed (first start of the extension) the list of bundled models is read from the ``model.json``
-files alone and a folder from disk is only pre-checked (its ``model.json`` read as JSON); the full check above runs
-once torch is there.
+``morse.modelpack`` imports neither torch nor safetensors (it reads ``model.json`` and checks the weights file;
+the network is built only in the worker), so the full check runs from the first start of the extension, before
+PyTorch is installed, and importing this module loads nothing heavy (a test checks both).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_KEY = "default"
-FALLBACK_DEFAULT_MODEL_ID = "abdomen-ct-morse2d"  # morse.modelpack.DEFAULT_MODEL_ID, readable without torch
 
 
 @dataclass
@@ -33,6 +30,7 @@ class ModelEntry:
     path: Path | None = None
     labels: list[str] = field(default_factory=list)
     description: str = ""
+    intendedUse: str = ""  # model.json "intended_use": what the model is for; shown beside every choice
 
 
 @dataclass
@@ -44,30 +42,17 @@ class ModelCheck:
     entry: ModelEntry | None = None
 
 
-def torchAvailable() -> bool:
-    return importlib.util.find_spec("torch") is not None
-
-
 def modelsDir() -> Path:
-    """Folder of the bundled model packs (``$MORSE_MODELS`` overrides), without importing torch."""
-    if torchAvailable():
-        from morse.modelpack import models_dir
+    """Folder of the bundled model packs (``$MORSE_MODELS`` overrides): where the engine looks."""
+    from morse.modelpack import models_dir
 
-        return models_dir()
-    env = os.environ.get("MORSE_MODELS")
-    if env:
-        return Path(env)
-    import morse
-
-    return Path(morse.__file__).resolve().parents[1] / "Resources" / "Models"
+    return models_dir()
 
 
 def defaultModelId() -> str:
-    if torchAvailable():
-        from morse.modelpack import DEFAULT_MODEL_ID
+    from morse.modelpack import DEFAULT_MODEL_ID
 
-        return DEFAULT_MODEL_ID
-    return FALLBACK_DEFAULT_MODEL_ID
+    return DEFAULT_MODEL_ID
 
 
 def _readMeta(folder: Path) -> dict | None:
@@ -89,6 +74,7 @@ def _entryFromMeta(key: str, folder: Path, meta: dict) -> ModelEntry:
         path=folder,
         labels=labels,
         description=str(meta.get("description", "")),
+        intendedUse=str(meta.get("intended_use", "")),
     )
 
 
@@ -153,8 +139,6 @@ def checkFolder(folder: str | Path, key: str | None = None) -> ModelCheck:
     """
     folder = Path(folder)
     key = key or str(folder)
-    if not torchAvailable():
-        return _precheckFolder(folder, key)
     cacheKey = (key, *_fingerprint(folder)) if folder.is_dir() else None
     if cacheKey in _CHECKS:
         return _CHECKS[cacheKey]
@@ -184,16 +168,3 @@ def _fullCheck(folder: Path, key: str) -> ModelCheck:
         )
     entry = _entryFromMeta(key, pack.path, pack.meta)
     return ModelCheck(True, describe(entry), entry)
-
-
-def _precheckFolder(folder: Path, key: str) -> ModelCheck:
-    """Without torch: only what can be read safely (JSON), with a note that the full check comes later."""
-    if folder.is_file():
-        return ModelCheck(False, f"{folder}: a file; choose the model-pack folder that holds model.json")
-    if not folder.is_dir():
-        return ModelCheck(False, f"{folder}: no such folder")
-    meta = _readMeta(folder)
-    if meta is None:
-        return ModelCheck(False, f"{folder}: no readable model.json; not a MORSE model pack")
-    entry = _entryFromMeta(key, folder, meta)
-    return ModelCheck(True, describe(entry) + " (fully checked after PyTorch is installed, on the first Apply)", entry)

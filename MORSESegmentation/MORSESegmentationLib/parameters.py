@@ -25,6 +25,7 @@ class MORSESegmentationParameterNode:
     refine:             run the implicit rendering head on the uncertain voxels.
     gating:             create the per-expert gating maps and the experts segmentation.
     uncertainty:        create the uncertainty map.
+    postprocess:        anatomical post-processing of the organ labels (one piece per organ, inside the body).
     replaceExisting:    replace this volume's earlier MORSE outputs instead of adding new ones.
     """
 
@@ -35,6 +36,7 @@ class MORSESegmentationParameterNode:
     refine: bool = True
     gating: bool = True
     uncertainty: bool = True
+    postprocess: bool = True
     replaceExisting: bool = False
 
 

@@ -1,9 +1,9 @@
-"""The module panel's behaviour: parameter node ↔ widgets, model choice, Apply ↔ Cancel, progress and log.
+"""The module panel's behaviour: parameter node ↔ widgets, model choice, Apply ↔ Cancel, progress, log and notes.
 
-The heavy work runs in a worker process (:class:`~MORSESegmentationLib.backgroundRun.WorkerRun`) polled by a
-``qt.QTimer`` every 200 ms, so Slicer stays responsive; only the final node creation (fast) runs on the GUI thread.
-Widget names are those of ``Resources/UI/MORSESegmentation.ui`` (a test checks that every ``self.ui.<name>`` used
-here exists there).
+The panel only starts, cancels and listens: the run itself (worker process, progress, output nodes) belongs to the
+logic (:meth:`~MORSESegmentationLib.logic.SegmentationLogic.startRun` and its ``onProgress`` / ``onLog`` /
+``onFinished`` callbacks). Widget names are those of ``Resources/UI/MORSESegmentation.ui`` (a test checks that every
+``self.ui.<name>`` used here exists there). User-visible strings go through ``_()`` (Slicer's ``slicer.i18n.tr``).
 """
 
 from __future__ import annotations
@@ -14,44 +14,69 @@ import time
 import qt
 import slicer
 import vtk
-from morse.errors import CancelledError, MorseError
+from morse.errors import MorseError
+from slicer.i18n import tr as _
 from slicer.util import VTKObservationMixin
 
 from . import modelCatalog
-from .backgroundRun import WorkerRun
-from .logic import activeVolume, overallProgress
+from .logic import activeVolume
 from .parameters import Preferences
+from .runOptions import RunOptions
 
 FROM_DISK_KEY = "__from_disk__"
 PREFERENCES_APPLIED = "MORSE.PreferencesApplied"  # parameter-node attribute: preferences were applied to it
-POLL_INTERVAL_MS = 200
 PROGRESS_STEPS = 1000
+DOUBLE_CLICK_S = 0.4  # where the application does not say (Qt's default interval)
 OK_STYLE = "color: #2e7d32"
 WARN_STYLE = "color: #c77700"
 ERROR_STYLE = "color: #c62828"
+# Widgets that define a run: locked while one is going, so what the panel shows is what is running.
+RUN_INPUTS = (
+    "inputVolumeSelector",
+    "modelComboBox",
+    "modelPathLineEdit",
+    "outputSegmentationSelector",
+    "refineCheckBox",
+    "gatingCheckBox",
+    "uncertaintyCheckBox",
+    "postprocessCheckBox",
+    "replaceExistingCheckBox",
+    "deviceComboBox",
+    "installDependenciesButton",
+)
+
+
+def stageText(stage: str) -> str:
+    """The progress bar's words for an engine stage."""
+    return {
+        "checking dependencies": _("checking packages"),
+        "reading input": _("reading input"),
+        "starting": _("starting"),
+        "loading model": _("loading model"),
+        "preprocessing": _("preprocessing"),
+        "segmenting": _("segmenting"),
+        "finishing": _("finishing"),
+        "creating outputs": _("creating outputs"),
+    }.get(stage, stage)
 
 
 class MORSESegmentationPanel(VTKObservationMixin):
-    """Controller of the module's panel. ``workerFactory`` builds the background run (tests pass a fake)."""
+    """Controller of the module's panel: ``uiWidget`` is the loaded .ui, ``ui`` its named children, ``logic`` the
+    module logic that runs the segmentation."""
 
-    def __init__(self, uiWidget, ui, logic, preferences: Preferences | None = None, workerFactory=WorkerRun):
+    def __init__(self, uiWidget, ui, logic, preferences: Preferences | None = None):
         VTKObservationMixin.__init__(self)
         self.uiWidget = uiWidget
         self.ui = ui
         self.logic = logic
         self.preferences = preferences or Preferences()
-        self.workerFactory = workerFactory
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None
-        self._request = None
-        self._runStarted = 0.0
         self._modelCheck = modelCatalog.ModelCheck(False, "")
         self._updatingModelWidgets = False
-
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self._onPoll)
+        self._startedAt = 0.0
+        self._progressValue = 0
+        self._flushingClicks = False
 
         ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChoiceChanged)
@@ -59,7 +84,12 @@ class MORSESegmentationPanel(VTKObservationMixin):
         ui.clearLogButton.connect("clicked(bool)", lambda _checked=False: ui.logTextEdit.clear())
         ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         ui.progressBar.setRange(0, PROGRESS_STEPS)
+        # The bar keeps its place while hidden: the log below must not change height when a run starts.
+        policy = ui.progressBar.sizePolicy
+        policy.setRetainSizeWhenHidden(True)
+        ui.progressBar.setSizePolicy(policy)
         ui.progressBar.hide()
+        ui.resultNotesLabel.hide()
         self.populateModels()
 
     # -- parameter node --------------------------------------------------------------------------------------------
@@ -118,7 +148,7 @@ class MORSESegmentationPanel(VTKObservationMixin):
             for entry in self._modelEntries:
                 combo.addItem(entry.title, entry.key)
                 combo.setItemData(combo.count - 1, entry.description, qt.Qt.ToolTipRole)
-            combo.addItem("Load from disk…", FROM_DISK_KEY)
+            combo.addItem(_("Load from disk…"), FROM_DISK_KEY)
         finally:
             self._updatingModelWidgets = False
 
@@ -174,207 +204,199 @@ class MORSESegmentationPanel(VTKObservationMixin):
         label = self.ui.modelStatusLabel
         label.text = self._modelCheck.message
         label.setStyleSheet(OK_STYLE if self._modelCheck.ok else ERROR_STYLE)
+        entry = self._modelCheck.entry
+        intendedUse = getattr(entry, "intendedUse", "") if entry is not None else ""
+        self.ui.intendedUseLabel.text = _("Intended use: {text}").format(text=intendedUse) if intendedUse else ""
+        self.ui.intendedUseLabel.visible = bool(intendedUse)
         self._checkCanApply()
 
     # -- state -----------------------------------------------------------------------------------------------------
 
     def isRunning(self) -> bool:
-        return self._run is not None
+        return bool(self.logic.isRunning)
 
     def _checkCanApply(self) -> None:
         button = self.ui.applyButton
-        if self.isRunning():
-            button.text = "Cancel"
-            button.toolTip = "Stop the segmentation; nothing is added to the scene."
+        running = self.isRunning()
+        for name in RUN_INPUTS:
+            getattr(self.ui, name).enabled = not running
+        if running:
+            button.text = _("Cancel")
+            button.toolTip = _("Stop the segmentation; nothing is added to the scene.")
             button.enabled = True
             return
-        button.text = "Apply"
+        button.text = _("Apply")
         params = self._parameterNode
         reason = ""
         if params is None:
-            reason = "No parameter node."
+            reason = _("No parameter node.")
         elif not params.inputVolume:
-            reason = "Select an input volume."
+            reason = _("Select an input volume.")
         elif not self._modelCheck.ok:
-            reason = "Choose a valid model: " + self._modelCheck.message
+            reason = _("Choose a valid model: {reason}").format(reason=self._modelCheck.message)
         button.enabled = not reason
-        button.toolTip = reason or "Segment the input volume with MORSE."
+        button.toolTip = reason or _("Segment the input volume with MORSE.")
 
     def _updateDeviceLabel(self, device: str = "", message: str = "") -> None:
         label = self.ui.deviceStatusLabel
         if message:
-            label.text = f"Running on {device}: {message}"
+            label.text = _("Ran on {device}: {message}").format(device=device, message=message)
             label.setStyleSheet(WARN_STYLE)
         elif device:
-            label.text = f"Running on {device}."
+            label.text = _("Ran on {device}.").format(device=device)
             label.setStyleSheet(OK_STYLE)
         else:
             chosen = self._parameterNode.device if self._parameterNode is not None else "auto"
             label.text = {
-                "auto": "A CUDA GPU if there is one (Apple GPU for 2D models), else the CPU.",
-                "cpu": "The CPU (slower, always available).",
-            }.get(chosen, f"{chosen.upper()} if available; otherwise MORSE falls back to the CPU and says so here.")
+                "auto": _("A CUDA GPU if there is one (Apple GPU for 2D models), else the CPU."),
+                "cpu": _("The CPU (slower, always available)."),
+            }.get(
+                chosen,
+                _("{device} if available; otherwise MORSE falls back to the CPU and says so here.").format(
+                    device=chosen.upper()
+                ),
+            )
             label.setStyleSheet("")
 
+    def _showNotes(self, messages: list[str]) -> None:
+        """The run's notes (domain, truncation, post-processing, device) in plain sight, not only in the log."""
+        label = self.ui.resultNotesLabel
+        if not messages:
+            label.text = ""
+            label.hide()
+            return
+        lines = [_("Check this result ({count} note(s)):").format(count=len(messages))]
+        lines += [f"• {text}" for text in messages]
+        label.text = "\n".join(lines)
+        label.setStyleSheet(WARN_STYLE)
+        label.show()
+
     def log(self, text: str, level: int = logging.INFO) -> None:
-        """Append to the log box (its size is capped by the .ui's maximumBlockCount) and Slicer's log."""
+        """Append to the log box (capped by the .ui's maximumBlockCount) and follow the newest line. Slicer's own
+        log gets the logic's messages from the logic; the panel's own lines are logged here."""
+        prefix = {logging.WARNING: _("Warning: "), logging.ERROR: _("Error: ")}.get(level, "")
+        box = self.ui.logTextEdit
+        box.appendPlainText(prefix + text)
+        bar = box.verticalScrollBar()
+        bar.value = bar.maximum
+
+    def _panelLog(self, text: str, level: int = logging.INFO) -> None:
         logging.log(level, "MORSE: %s", text)
-        prefix = {logging.WARNING: "Warning: ", logging.ERROR: "Error: "}.get(level, "")
-        self.ui.logTextEdit.appendPlainText(prefix + text)
+        self.log(text, level)
 
     # -- running ---------------------------------------------------------------------------------------------------
 
     def onApplyButton(self, _checked: bool = False) -> None:
-        if self.isRunning():
-            self.cancelRun()
-        else:
+        if self._flushingClicks:
+            return  # a click meant for the run that has just ended (it said "Cancel" when it was made)
+        if not self.isRunning():
             self.startRun()
+        elif time.monotonic() - self._startedAt < self._doubleClickSeconds():
+            return  # the second click of a double-click on Apply, not a Cancel
+        else:
+            self.cancelRun()
+
+    @staticmethod
+    def _doubleClickSeconds() -> float:
+        interval = getattr(getattr(slicer, "app", None), "doubleClickInterval", None)
+        return interval / 1000.0 if isinstance(interval, int) and interval > 0 else DOUBLE_CLICK_S
 
     def onInstallDependencies(self, _checked: bool = False) -> None:
         try:
-            with slicer.util.tryWithErrorDisplay("Failed to install MORSE's Python packages.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Failed to install MORSE's Python packages."), waitCursor=True):
                 installed = self.logic.dependencies.ensure()
-                self.log(
-                    "Installed " + ", ".join(r.pipRequirement for r in installed)
+                self._panelLog(
+                    _("Installed {packages}").format(packages=", ".join(r.pipRequirement for r in installed))
                     if installed
-                    else "All Python packages MORSE needs are installed."
+                    else _("All Python packages MORSE needs are installed.")
                 )
         except Exception as exc:
-            self.log(str(exc), logging.ERROR)
+            self._panelLog(str(exc), logging.ERROR)
         self._validateModel()
 
     def startRun(self) -> None:
-        """Check dependencies (first use: ask, then install), capture the input, start the worker and the timer."""
+        """Check the input, then the packages (first use: ask, then install) and the model; hand the run to the
+        logic. Errors before the start are shown in a dialog and the log."""
         try:
             # tryWithErrorDisplay shows the error in a dialog, then re-raises; the log keeps it too.
-            with slicer.util.tryWithErrorDisplay("MORSE could not start the segmentation.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("MORSE could not start the segmentation."), waitCursor=True):
                 self._startRun(self._parameterNode)
         except Exception as exc:
-            self.log(str(exc), logging.ERROR)
+            self._panelLog(str(exc), logging.ERROR)
         finally:
             self._checkCanApply()
 
     def _startRun(self, params) -> None:
-        self.log("Checking Python packages…")
+        self.logic.resolveInputVolume(params.inputVolume)  # before anything is installed
+        self._panelLog(_("Checking Python packages…"))
         self.logic.dependencies.ensure()  # asks before installing anything (first use only)
         self._validateModel()  # a full check now that torch is surely there
         if not self._modelCheck.ok:
             raise MorseError(self._modelCheck.message)
-        request = self.logic.prepareRequest(
-            params.inputVolume,
-            params.outputSegmentation,
-            params.model,
-            params.device,
-            params.refine,
-            params.gating,
-            params.uncertainty,
-            params.replaceExisting,
-        )
-        run = self.workerFactory(
-            request.volume,
-            request.ijkToRas,
-            model=request.model,
-            device=request.device,
-            refine=request.refine,
-            gating=request.gating,
-            uncertainty=request.uncertainty,
-            mapsUint8=self.logic.mapsAsUint8,
-        )
-        run.start()
-        request.volume = None  # the worker has its copy on disk; do not hold the voxels twice during the run
-        self._run, self._request, self._runStarted = run, request, time.monotonic()
-        self.log(f"Segmenting '{request.inputName}' with model '{request.model}' on '{request.device}'…")
+        self._showNotes([])
+        self._progressValue = 0
         self.ui.progressBar.value = 0
-        self.ui.progressBar.setFormat("starting %p%")
+        self.ui.progressBar.setFormat(_("starting") + " %p%")
+        self.logic.startRun(
+            RunOptions.fromParameterNode(params),
+            onProgress=self._onRunProgress,
+            onLog=self.log,
+            onFinished=self._onRunFinished,
+        )
+        # From the end of the start: the second click of a double-click waits in the queue until the start is done.
+        self._startedAt = time.monotonic()
         self.ui.progressBar.show()
-        self._timer.start()
 
     def cancelRun(self) -> None:
-        if self._run is None:
-            return
-        self.log("Cancelling…")
-        self._run.cancel()  # the next poll sees the process end and reports the cancellation
+        if self.isRunning():
+            self._panelLog(_("Cancelling…"))
+            self.logic.cancelRun()
 
-    def _onPoll(self) -> None:
-        run = self._run
-        if run is None:
-            self._timer.stop()
-            return
-        for event in run.poll():
-            self._handleEvent(event)
-        if not run.isRunning():
-            self._timer.stop()
-            self._finishRun()
-
-    def _handleEvent(self, event) -> None:
-        if event.kind == "started":
-            self.log(f"Worker process {event.data.get('pid', '?')} started ({event.data.get('python', '')}).")
-        elif event.kind == "progress":
-            self._showProgress(event.stage, overallProgress(event.stage, event.fraction))
-        elif event.kind == "device":
-            self._updateDeviceLabel(event.data.get("device", ""), event.text)
-            if event.text:
-                self.log(event.text, logging.WARNING)
-        elif event.kind == "message":
-            self.log(event.text, logging.WARNING)
-        elif event.kind == "log" and event.text.strip():
-            self.ui.logTextEdit.appendPlainText(event.text)
-        elif event.kind == "error":
-            self.log(event.text, logging.ERROR)
-
-    def _showProgress(self, stage: str, overall: float) -> None:
-        self.ui.progressBar.value = round(overall * PROGRESS_STEPS)
-        self.ui.progressBar.setFormat(f"{stage} %p%")
-
-    def _finishRun(self) -> None:
-        run, request = self._run, self._request
-        self._run = self._request = None
-        try:
-            result = run.result()
-            self._showProgress("creating outputs", 0.0)
+    def _onRunProgress(self, stage: str, overall: float) -> None:
+        self._progressValue = max(self._progressValue, round(overall * PROGRESS_STEPS))  # never backwards
+        self.ui.progressBar.value = self._progressValue
+        self.ui.progressBar.setFormat(stageText(stage) + " %p%")
+        if stage == "creating outputs":
+            # The nodes are made on this thread: keep the panel alive, so that Cancel still works now.
             slicer.app.processEvents()
-            outputs = self.logic.importResult(
-                request, result, lambda s, f: self._showProgress(s, overallProgress(s, f))
-            )
-            seconds = time.monotonic() - self._runStarted
-            self.log(
-                f"Done in {seconds:.1f} s on {outputs.device}: {', '.join(outputs.createdNodeNames)}"
-                + (f"; replaced {', '.join(outputs.replacedNodeNames)}" if outputs.replacedNodeNames else "")
-            )
-            self._showResult(outputs)
-        except CancelledError:
-            self.log("Cancelled; nothing was added to the scene.")
-        except MorseError as exc:
-            self.log(str(exc), logging.ERROR)
-            slicer.util.errorDisplay(f"MORSE segmentation failed:\n{exc}")
-        except Exception as exc:  # a bug: show it with details rather than lose it in the timer callback
-            logging.exception("MORSE segmentation failed")
-            slicer.util.errorDisplay(f"MORSE segmentation failed: {exc}", detailedText=str(exc))
+
+    def _onRunFinished(self, outcome) -> None:
+        # Clicks queued while the run ended were aimed at its "Cancel": take them now, as no-ops, so that none of
+        # them lands on the "Apply" the button is about to show.
+        self._flushingClicks = True
+        try:
+            slicer.app.processEvents()
         finally:
-            run.cleanup()
-            self.ui.progressBar.hide()
-            self._checkCanApply()
+            self._flushingClicks = False
+        self.ui.progressBar.hide()
+        if outcome.status == "done":
+            self._showResult(outcome.outputs)
+        elif outcome.status == "failed":
+            slicer.util.errorDisplay(_("MORSE segmentation failed:") + "\n" + outcome.error)
+        self._checkCanApply()
 
     def _showResult(self, outputs) -> None:
         slicer.util.setSliceViewerLayers(background=outputs.inputVolume, fit=False)
         self.ui.show3DButton.setSegmentationNode(outputs.segmentation)
-        for message in outputs.messages:
-            self.log(message, logging.WARNING)
+        self._updateDeviceLabel(outputs.device)
+        self._showNotes(list(outputs.messages))
 
     # -- scene / teardown ------------------------------------------------------------------------------------------
 
     def onSceneStartClose(self) -> None:
-        if self._run is not None:
-            self._run.cancel()
-            self._run.cleanup()
-            self._run = self._request = None
-            self._timer.stop()
-            self.ui.progressBar.hide()
+        if self.isRunning():
+            self.logic.cancelRun()
+        # The button keeps its node after the scene forgets it; the nodes of a closed scene are not to be shown.
+        self.ui.show3DButton.setSegmentationNode(None)
+        self._showNotes([])
         self.setParameterNode(None)
+        self._checkCanApply()
 
     def cleanup(self) -> None:
+        """Module cleanup: stop a run, end the logic's worker process, drop every observation."""
         self.onSceneStartClose()
         self.removeObservers()
+        self.logic.cleanup()
 
 
 def _firstImageVolume():

@@ -26,6 +26,7 @@ class FakeWidget:
         self.enabled = True
         self.toolTip = ""
         self.styleSheet = ""
+        self.sizePolicy = FakeSizePolicy()
         self._slots: dict[str, list] = {}
 
     def connect(self, signal: str, slot) -> None:
@@ -46,6 +47,20 @@ class FakeWidget:
 
     def property(self, name):  # connectGui looks for SlicerParameterName; the stand-in does not bind
         return None
+
+    def setSizePolicy(self, policy):
+        self.retainSizeWhenHidden = policy.retainSizeWhenHidden
+
+
+class FakeSizePolicy:
+    retainSizeWhenHidden = False
+
+    def setRetainSizeWhenHidden(self, retain):
+        self.retainSizeWhenHidden = retain
+
+
+class FakeScrollBar:
+    value = maximum = 0
 
 
 class FakeButton(FakeWidget):
@@ -138,6 +153,10 @@ class FakePlainTextEdit(FakeWidget):
         super().__init__(name)
         self.maximumBlockCount = maximumBlockCount
         self.lines: list[str] = []
+        self._bar = FakeScrollBar()
+
+    def verticalScrollBar(self):
+        return self._bar
 
     def appendPlainText(self, text):
         self.lines.extend(str(text).split("\n"))

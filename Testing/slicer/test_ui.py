@@ -53,8 +53,22 @@ def test_every_widget_the_code_uses_exists_in_the_ui():
         "gatingCheckBox",
         "uncertaintyCheckBox",
         "replaceExistingCheckBox",
+        "postprocessCheckBox",
+        "intendedUseLabel",
+        "resultNotesLabel",
     ):
         assert required in names, required
+
+
+def test_user_visible_strings_of_the_panel_are_translatable():
+    """Text the panel puts on widgets, in the log or in dialogs goes through ``_()`` (slicer.i18n.tr)."""
+    source = (MODULE_DIR / "MORSESegmentationLib" / "widget.py").read_text(encoding="utf-8")
+    assert "from slicer.i18n import tr as _" in source
+    bare = re.findall(
+        r"(?:\.(?:text|toolTip)\s*=\s*|(?:_panelLog|errorDisplay|addItem)\(\s*)f?[\"'][^\"']*?[A-Za-z]{2}", source
+    )
+    assert not bare, f"literal strings shown without _(): {bare}"
+    assert len(re.findall(r"\b_\(", source)) >= 30
 
 
 def test_root_is_a_mrml_widget_and_selectors_get_the_scene():

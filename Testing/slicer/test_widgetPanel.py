@@ -1,12 +1,14 @@
-"""The panel's control flow (MORSESegmentationLib.widget) with fake widgets and real MRML nodes.
+"""The panel's control flow (MORSESegmentationLib.widget) with fake widgets, the real logic and real MRML nodes.
 
-Real Qt is not available here: the widgets are the plain-Python fakes of slicerFakes.py (built from the .ui), the
-parameter-node ↔ widget binding (connectGui) is not exercised, and the background worker is a fake that replays the
-worker protocol around an in-process engine run (the real worker process is tested in test_backgroundRun.py).
+The widgets are the plain-Python fakes of slicerFakes.py (built from the .ui); connectGui does not bind them here.
+The worker is :class:`InProcessWorker`: the warm worker's interface (submit, poll, kill) around an in-process engine
+run, one protocol event per poll, so that the logic's own run code (WorkerRun, progress, import) is what runs. The
+real worker process and real Qt are driven in Testing/qt.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import types
 import typing
@@ -16,9 +18,9 @@ import numpy as np
 import pytest
 import slicer
 import slicerSyntheticVolumes as syntheticVolumes
-from morse.errors import CancelledError
 from morse.inference.pipeline import segment_volume
-from MORSESegmentationLib.backgroundRun import WorkerError, WorkerEvent
+from morse.inference.worker import write_result
+from MORSESegmentationLib.backgroundRun import WorkerEvent
 from MORSESegmentationLib.parameters import Preferences
 from MORSESegmentationLib.volumeArrays import addVolumeFromArray
 from MORSESegmentationLib.widget import FROM_DISK_KEY, MORSESegmentationPanel
@@ -29,55 +31,58 @@ from MORSESegmentation import MORSESegmentationLogic
 UI_FILE = Path(__file__).resolve().parents[2] / "MORSESegmentation" / "Resources" / "UI" / "MORSESegmentation.ui"
 
 
-class FakeWorker:
-    """Replays the worker protocol one event per poll; the result is computed in-process at start()."""
+class InProcessWorker:
+    """Stands for :class:`~MORSESegmentationLib.backgroundRun.WarmWorker`; ``fail`` makes the engine report an
+    error instead of a result."""
 
     instances: typing.ClassVar[list] = []
     fail: str | None = None
 
-    def __init__(self, volume, ijkToRas, model, device, refine, gating, uncertainty, mapsUint8):
-        self.args = dict(
-            volume=volume,
-            ijkToRas=ijkToRas,
-            model=model,
-            device=device,
-            refine=refine,
-            gating=gating,
-            uncertainty=uncertainty,
-        )
-        self.cancelled = self.cleaned = False
-        self._events = []
-        FakeWorker.instances.append(self)
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.killed = False
+        self._run = None
+        self._events: list[WorkerEvent] = []
+        InProcessWorker.instances.append(self)
 
-    def start(self):
-        a = self.args
-        self._result = segment_volume(
-            a["volume"], a["ijkToRas"], a["model"], "cpu", a["refine"], a["gating"], a["uncertainty"]
-        )
-        self._events = [WorkerEvent("started"), WorkerEvent("device", data={"device": "cpu"})]
-        self._events += [WorkerEvent("progress", stage="segmenting", fraction=f) for f in (0.0, 0.5, 1.0)]
-        self._events += [WorkerEvent("error", text=FakeWorker.fail)] if FakeWorker.fail else [WorkerEvent("done")]
-        self._events += [WorkerEvent("exit", data={"returncode": 2 if FakeWorker.fail else 0})]
+    pid = 4242
+
+    def isAlive(self):
+        return not self.killed
+
+    def submit(self, run):
+        run.requestID = str(len(self.requests) + 1)
+        request = json.loads(run.requestPath.read_text(encoding="utf-8"))
+        self.requests.append(request)
+        self._run = run
+        ids = {"id": run.requestID}
+        events = [WorkerEvent("device", data={**ids, "device": "cpu"})]
+        events += [WorkerEvent("progress", stage="segmenting", fraction=f, data=ids) for f in (0.0, 0.5, 1.0)]
+        if InProcessWorker.fail:
+            events.append(WorkerEvent("error", text=InProcessWorker.fail, data=ids))
+        else:
+            volume = np.load(run.workDir / request["input"])
+            result = segment_volume(volume, np.asarray(request["ijk_to_ras"]), request["model"], "cpu")
+            out = write_result(result, run.workDir / request["output"])
+            events.append(WorkerEvent("done", data={**ids, "output": str(out)}))
+        self._events = events
 
     def poll(self):
-        return [self._events.pop(0)] if self._events else []
+        if self._events and self._run is not None:
+            event = self._events.pop(0)
+            self._run._record(event)
+            if event.kind in ("done", "error", "exit"):
+                self._run._ended = True
 
-    def isRunning(self):
-        return bool(self._events)
+    def kill(self):
+        self.killed = True
+        self._events = []
+        if self._run is not None:
+            self._run._record(WorkerEvent("exit", data={"returncode": -15}))
+            self._run._ended = True
 
-    def cancel(self):
-        self.cancelled = True
-        self._events = [WorkerEvent("exit", data={"returncode": -15})]
-
-    def result(self):
-        if self.cancelled:
-            raise CancelledError()
-        if FakeWorker.fail:
-            raise WorkerError(FakeWorker.fail)
-        return self._result
-
-    def cleanup(self):
-        self.cleaned = True
+    def shutdown(self):
+        self.kill()
 
 
 @pytest.fixture
@@ -96,7 +101,7 @@ def env(monkeypatch, tmp_path, tinyPack):
     )
     monkeypatch.setattr(slicer, "app", app, raising=False)
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: dialogs.append(text))
-    FakeWorker.instances, FakeWorker.fail = [], None
+    InProcessWorker.instances, InProcessWorker.fail = [], None
     yield types.SimpleNamespace(dialogs=dialogs, tmp=tmp_path)
     while PANELS:  # what the module widget's cleanup() does when Slicer closes
         PANELS.pop().cleanup()
@@ -107,7 +112,9 @@ PANELS: list = []
 
 def makePanel(logic=None):
     ui = fakeUi(UI_FILE)
-    panel = MORSESegmentationPanel(None, ui, logic or MORSESegmentationLogic(), Preferences(), FakeWorker)
+    panel = MORSESegmentationPanel(
+        None, ui, logic or MORSESegmentationLogic(workerFactory=InProcessWorker), Preferences()
+    )
     panel.initializeParameterNode()
     PANELS.append(panel)
     return panel, ui
@@ -125,11 +132,16 @@ def closeScene(panel):
     panel.initializeParameterNode()
 
 
+def pastDoubleClick(panel):
+    """As if the double-click interval had passed since Apply."""
+    panel._startedAt -= 10.0
+
+
 def runToEnd(panel):
     for _ in range(100):
         if not panel.isRunning():
             return
-        panel._timer.fire()
+        panel.logic.pollRun()
     raise AssertionError("the run did not finish")
 
 
@@ -150,25 +162,23 @@ def test_apply_runs_in_the_background_and_creates_the_outputs(env):
     addCt()
     panel, ui = makePanel()
     ui.applyButton.click()
-    assert panel.isRunning() and panel._timer.isActive()
+    assert panel.isRunning() and panel.logic._timer.isActive()
     assert ui.applyButton.text == "Cancel" and ui.applyButton.enabled
-    assert ui.progressBar.visible
-    worker = FakeWorker.instances[-1]
-    assert worker.args["model"] == "default" and worker.args["device"] == "auto"
-    panel._timer.fire()
-    panel._timer.fire()
-    panel._timer.fire()
-    panel._timer.fire()  # progress segmenting 0.5
+    assert ui.progressBar.visible and not ui.inputVolumeSelector.enabled and not ui.postprocessCheckBox.enabled
+    worker = InProcessWorker.instances[-1]
+    request = worker.requests[-1]
+    assert request["model"] == "default" and request["device"] == "auto" and request["postprocess"] is True
+    for _ in range(3):
+        panel.logic.pollRun()  # device, progress 0.0, progress 0.5
     assert ui.progressBar.format == "segmenting %p%" and ui.progressBar.value == 500
-    assert ui.deviceStatusLabel.text == "Running on cpu."
     runToEnd(panel)
-    assert not panel._timer.isActive() and not ui.progressBar.visible
-    assert ui.applyButton.text == "Apply"
+    assert not panel.logic._timer.isActive() and not ui.progressBar.visible
+    assert ui.applyButton.text == "Apply" and ui.inputVolumeSelector.enabled
+    assert ui.deviceStatusLabel.text == "Ran on cpu."
     names = {n.GetName() for n in slicer.util.getNodesByClass("vtkMRMLSegmentationNode")}
     assert names == {"CT MORSE", "CT MORSE experts", "CT MORSE rectified"}
     assert ui.show3DButton.segmentationNode.GetName() == "CT MORSE"
     assert any(line.startswith("Done in") for line in ui.logTextEdit.lines)
-    assert worker.cleaned
     assert panel._parameterNode.outputSegmentation is None  # a second Apply makes new nodes, never overwrites
     ui.applyButton.click()
     runToEnd(panel)
@@ -180,9 +190,12 @@ def test_cancel_restores_the_panel_and_adds_nothing(env):
     panel, ui = makePanel()
     count = slicer.mrmlScene.GetNumberOfNodes()
     ui.applyButton.click()
+    ui.applyButton.click()  # at once: the second click of a double-click, not a Cancel
+    assert panel.isRunning()
+    pastDoubleClick(panel)
     ui.applyButton.click()  # "Cancel"
     runToEnd(panel)
-    assert FakeWorker.instances[-1].cancelled and FakeWorker.instances[-1].cleaned
+    assert InProcessWorker.instances[-1].killed
     assert slicer.mrmlScene.GetNumberOfNodes() == count
     assert "Cancelled; nothing was added to the scene." in ui.logTextEdit.lines
     assert ui.applyButton.text == "Apply" and not ui.progressBar.visible
@@ -190,7 +203,7 @@ def test_cancel_restores_the_panel_and_adds_nothing(env):
 
 def test_worker_error_is_shown(env):
     addCt()
-    FakeWorker.fail = "simulated engine error"
+    InProcessWorker.fail = "simulated engine error"
     panel, ui = makePanel()
     count = slicer.mrmlScene.GetNumberOfNodes()
     ui.applyButton.click()
@@ -203,9 +216,9 @@ def test_worker_error_is_shown(env):
 def test_declined_dependencies_start_nothing(env):
     addCt()
     fake = Recorder(missing=["monai"], answer=False)
-    panel, ui = makePanel(MORSESegmentationLogic(dependencies=fake.installer()))
+    panel, ui = makePanel(MORSESegmentationLogic(dependencies=fake.installer(), workerFactory=InProcessWorker))
     ui.applyButton.click()
-    assert not panel.isRunning() and FakeWorker.instances == []
+    assert not panel.isRunning() and InProcessWorker.instances == []
     assert any("nothing was installed" in line for line in ui.logTextEdit.lines)
     assert ui.applyButton.text == "Apply" and ui.applyButton.enabled
 
@@ -250,5 +263,6 @@ def test_scene_close_cancels_a_running_segmentation(env):
     panel, ui = makePanel()
     ui.applyButton.click()
     panel.onSceneStartClose()
-    assert FakeWorker.instances[-1].cancelled and FakeWorker.instances[-1].cleaned
-    assert not panel.isRunning() and not panel._timer.isActive()
+    assert InProcessWorker.instances[-1].killed
+    assert not panel.isRunning() and not panel.logic._timer.isActive()
+    assert ui.show3DButton.segmentationNode is None

@@ -1,0 +1,216 @@
+"""Scripted sessions at the MORSE panel on real Qt, with the real worker process and a tiny model.
+
+The tests of this file share one panel and one warm worker (starting Python, torch and the model is most of a run's
+time), in file order: the first run starts the worker, the next ones reuse it, and the last three end it on purpose
+(Cancel, a killed worker, a scene close), each while it is still starting or running. Every test leaves the panel
+idle. Apply→result and the event loop's stalls go to the tier's report; no duration is asserted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import panelSession
+import pytest
+import qtHarness
+import slicer
+from MORSESegmentationLib import backgroundRun
+from PySide6 import QtCore
+
+pytestmark = pytest.mark.slow
+
+FALLBACK = "CUDA was requested but no CUDA GPU is available to PyTorch; using the CPU instead"
+
+
+@pytest.fixture(scope="module")
+def session(defaultIsTiny):
+    slicer.mrmlScene.Clear(0)
+    with pytest.MonkeyPatch.context() as patch:
+        qtHarness.activate(patch)
+        patch.setattr(slicer.util, "errorDisplay", lambda text, **kw: SESSION_DIALOGS.append(text))
+        panelSession.addCt()
+        s = panelSession.Session()
+        yield s
+        s.close()
+    slicer.mrmlScene.Clear(0)
+
+
+SESSION_DIALOGS: list[str] = []
+
+
+def apply(session, report=None, key=None) -> object:
+    """Click Apply, run the event loop until the outcome; record Apply→result in the report under ``key``."""
+    count = len(session.outcomes)
+    started, since = time.monotonic(), time.perf_counter()
+    session.click(session.ui.applyButton)
+    outcome = session.waitForOutcome(count + 1)
+    if report is not None and key:
+        report[key] = {"apply_to_result_s": round(time.monotonic() - started, 2), **session.heartbeat.summary(since)}
+    return outcome
+
+
+def idle(session):
+    assert not session.panel.isRunning()
+    assert session.ui.applyButton.text == "Apply" and session.ui.applyButton.enabled
+
+
+def test_apply_shows_progress_locks_inputs_and_creates_outputs(session, report):
+    ui = session.ui
+    assert ui.applyButton.enabled and ui.show3DButton.enabled is False
+    count = len(session.outcomes)
+    started, since = time.monotonic(), time.perf_counter()
+    session.click(ui.applyButton)
+    assert session.panel.isRunning() and ui.applyButton.text == "Cancel"
+    assert ui.progressBar.visible
+    # What defines the run cannot change under it.
+    for name in ("inputVolumeSelector", "modelComboBox", "outputSegmentationSelector", "refineCheckBox",
+                 "postprocessCheckBox", "replaceExistingCheckBox", "deviceComboBox"):  # fmt: skip
+        assert getattr(ui, name).enabled is False, name
+    outcome = session.waitForOutcome(count + 1, timeout=400)  # a cold worker: Python, torch, the model
+    report["first_apply"] = {"apply_to_result_s": round(time.monotonic() - started, 2),
+                             **session.heartbeat.summary(since)}  # fmt: skip
+    assert outcome.status == "done", outcome.error
+    idle(session)
+    assert ui.inputVolumeSelector.enabled and ui.modelComboBox.enabled
+    assert not ui.progressBar.visible
+    # The bar went forward only, to the end (it once fell from 93 % to 0 % when the outputs were being created).
+    values = session.progress
+    assert values[-1] == 1000 and values == sorted(values), values
+    assert slicer.mrmlScene.GetFirstNodeByName("CT MORSE") is not None
+    assert ui.show3DButton.enabled
+    assert any(line.startswith("Done in") for line in session.logLines())
+
+
+def test_log_follows_new_lines_while_the_progress_bar_is_shown(session):
+    ui = session.ui
+    for i in range(60):
+        session.panel.log(f"line {i}")
+    session.pump(0.05)
+    ui.progressBar.show()  # as during a run: the log box must not lose its last line under it
+    session.pump(0.05)
+    session.panel.log("the newest line")
+    session.pump(0.05)
+    bar = ui.logTextEdit.verticalScrollBar()
+    assert bar.maximum > 0 and bar.value == bar.maximum
+    ui.progressBar.hide()
+
+
+def test_second_apply_reuses_the_warm_worker(session, report):
+    outcome = apply(session, report, "second_apply")
+    assert outcome.status == "done", outcome.error
+    assert outcome.modelCached and outcome.startupSeconds is None
+    assert slicer.mrmlScene.GetFirstNodeByName("CT MORSE 2") is not None
+    idle(session)
+
+
+def test_double_click_on_apply_starts_one_run_and_lets_it_finish(session):
+    count = len(session.outcomes)
+    session.queueClick(session.ui.applyButton, double=True)
+    outcome = session.waitForOutcome(count + 1)
+    session.pump(0.2)
+    assert outcome.status == "done", outcome.error  # not started and cancelled at once
+    assert len(session.outcomes) == count + 1
+    assert "Cancelling…" not in session.logLines()
+    idle(session)
+
+
+def test_rerun_with_replace_keeps_one_set_of_outputs(session):
+    session.click(session.ui.replaceExistingCheckBox)
+    assert session.panel._parameterNode.replaceExisting  # the check box is bound to the parameter node
+    before = panelSession.morseNodes()
+    outcome = apply(session)
+    assert outcome.status == "done", outcome.error
+    assert outcome.outputs.replacedNodeNames
+    firstRun = [n for n in before if not n.startswith(("CT MORSE 2", "CT MORSE 3"))]
+    assert panelSession.morseNodes() == firstRun  # the new outputs took the plain names; the others are gone
+    session.click(session.ui.replaceExistingCheckBox)
+    idle(session)
+
+
+def test_cancel_clicked_while_outputs_are_created_cancels(session, monkeypatch):
+    """A Cancel click that reaches the panel while the outputs are being created stops the run; it never starts a
+    second one (it once did, with a hidden progress bar)."""
+    original = backgroundRun.WorkerRun.result
+
+    def resultThenClick(run):
+        session.queueClick(session.ui.applyButton)  # the user clicks "Cancel" while the GUI thread is busy
+        return original(run)
+
+    monkeypatch.setattr(backgroundRun.WorkerRun, "result", resultThenClick)
+    before = panelSession.morseNodes()
+    outcome = apply(session)
+    session.pump(0.3)
+    assert outcome.status == "cancelled"
+    assert session.outcomes[-1] is outcome  # no further run
+    assert panelSession.morseNodes() == before
+    idle(session)
+
+
+def test_device_fallback_is_said_once(session, report):
+    ui = session.ui
+    combo = ui.deviceComboBox
+    combo.currentIndex = combo.findText("cuda")
+    assert session.panel._parameterNode.device == "cuda"
+    start = len(session.logLines())
+    outcome = apply(session)
+    assert outcome.status == "done", outcome.error
+    lines = session.logLines()[start:]
+    assert sum(FALLBACK in line for line in lines) == 1, lines
+    assert ui.resultNotesLabel.visible and FALLBACK in ui.resultNotesLabel.text  # in plain sight, too
+    combo.currentIndex = combo.findText("auto")
+    idle(session)
+
+
+def test_cancel_mid_run(session):
+    count = len(session.outcomes)
+    before = panelSession.morseNodes()
+    session.click(session.ui.applyButton)
+    session.pump(0.8)  # past the double-click interval
+    assert session.panel.isRunning()
+    session.click(session.ui.applyButton)  # "Cancel"
+    outcome = session.waitForOutcome(count + 1, timeout=30)
+    assert outcome.status == "cancelled"
+    assert "Cancelled; nothing was added to the scene." in session.logLines()
+    assert panelSession.morseNodes() == before
+    idle(session)
+
+
+def test_killed_worker_is_reported_and_the_panel_recovers(session):
+    count = len(session.outcomes)
+    SESSION_DIALOGS.clear()
+    session.click(session.ui.applyButton)
+    session.waitUntil(lambda: session.logic.workerPid is not None, 30, "a worker process")
+    os.kill(session.logic.workerPid, signal.SIGKILL)  # as the out-of-memory killer would
+    outcome = session.waitForOutcome(count + 1, timeout=30)
+    assert outcome.status == "failed" and outcome.error
+    assert SESSION_DIALOGS and outcome.error in SESSION_DIALOGS[-1]
+    assert any(line.startswith("Error: ") for line in session.logLines())
+    idle(session)
+
+
+def test_scene_close_mid_run(session):
+    ui = session.ui
+    assert ui.show3DButton.enabled  # holds the last result
+    count = len(session.outcomes)
+    session.click(ui.applyButton)
+    assert session.panel.isRunning()
+    slicer.mrmlScene.Clear(0)  # File > Close Scene: the module widget's observers call the panel
+    session.pump(0.2)
+    assert len(session.outcomes) == count + 1 and session.outcomes[-1].status == "cancelled"
+    assert not session.panel.isRunning() and not ui.progressBar.visible
+    assert ui.show3DButton.enabled is False  # its node left with the scene
+    assert session.logic.workerPid is None
+    assert panelSession.morseNodes() == []
+    panelSession.addCt("CT2")
+    session.waitUntil(lambda: session.ui.applyButton.enabled, 5, "Apply enabled for the new volume")
+    assert ui.applyButton.text == "Apply"
+
+
+def test_report_the_event_loop(session, report):
+    report["whole_session"] = session.heartbeat.summary()
+    logging.info("MORSE real-Qt session: %s", report)
+    assert report["whole_session"]["ticks"] > 100  # the loop ran throughout
+    assert QtCore.QCoreApplication.instance() is not None
