@@ -151,3 +151,18 @@ def test_dice_per_organ_leaves_out_organs_absent_from_both():
     pred = np.array([0, 1, 1, 2, 0])
     ref = np.array([0, 1, 0, 2, 2])
     assert dice_per_organ(pred, ref, [1, 2, 3]) == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3)}
+
+
+def test_per_case_budget_runs_merge_into_one_choice():
+    from morse.bench.render_budget import merge
+
+    def part(name, changed_1):
+        runs = {"fixed": {"changed_share": 0.0, "mean_dsc": 0.7, "rendered_cells": 100, "refine_s": 2.0},
+                "1": {"changed_share": changed_1, "mean_dsc": 0.6, "rendered_cells": 20, "refine_s": 0.5},
+                "2": {"changed_share": 0.0, "mean_dsc": 0.7, "rendered_cells": 40, "refine_s": 1.0}}  # fmt: skip
+        return {"model": "m 1", "margins": [1.0, 2.0], "per_case": {name: runs}}
+
+    merged = merge([part("a", 0.0), part("b", 0.01)])
+    assert merged["cases"] == ["a", "b"] and merged["chosen"] == 2.0  # margin 1 changes 1 % of case b
+    assert merged["summary"]["2"]["cells_share_of_fixed"] == pytest.approx(0.4)
+    assert merged["summary"]["1"]["refine_share_of_fixed"] == pytest.approx(0.25)
