@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 from MORSESegmentationLib import modelCatalog
@@ -84,13 +88,30 @@ def test_empty_choice_and_missing_default(tmp_path, monkeypatch):
     assert modelCatalog.bundledModels() == []
 
 
-def test_without_torch_folders_are_prechecked_from_json_only(tinyPack, monkeypatch, tmp_path):
-    from morse.modelpack import models_dir
-
-    real = modelCatalog.modelsDir()
-    monkeypatch.setattr(modelCatalog, "torchAvailable", lambda: False)
-    assert modelCatalog.modelsDir() == real == models_dir()  # same place as the engine looks
-    check = modelCatalog.checkModel(str(tinyPack))
-    assert check.ok and "fully checked after PyTorch is installed" in check.message
-    (tmp_path / "empty").mkdir()
-    assert not modelCatalog.checkModel(str(tmp_path / "empty")).ok
+def test_full_check_without_torch_and_nothing_heavy_imported(tinyPack, tmp_path):
+    """Before PyTorch is installed: the same full check (the engine's loader, the weights' checksum), in a Python
+    where torch, safetensors and MONAI cannot be imported."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tinyPack, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x00")  # same size, other content
+    script = textwrap.dedent(
+        f"""
+        import sys
+        for name in ("torch", "safetensors", "monai"):
+            sys.modules[name] = None  # importing any of them now raises ImportError
+        sys.path.insert(0, {str(Path(modelCatalog.__file__).parents[1])!r})
+        from MORSESegmentationLib import modelCatalog
+        good = modelCatalog.checkModel({str(tinyPack)!r})
+        bad = modelCatalog.checkModel({str(broken)!r})
+        print("GOOD", good.ok, good.message)
+        print("BAD", bad.ok, bad.message)
+        print("DEFAULT", modelCatalog.bundledModels()[0].key == modelCatalog.DEFAULT_KEY)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines["GOOD"].startswith("True tiny-test 0.0.1: 3 labels (liver, spleen, aorta)")
+    assert lines["BAD"].startswith("False") and "do not match the checksum" in lines["BAD"]
+    assert lines["DEFAULT"] == "True"
