@@ -91,9 +91,10 @@ class SceneTransaction:
     """What one run adds to the scene, so that a failed or cancelled run can remove all of it.
 
     Nodes are recorded explicitly as they are created; :meth:`rollback` also removes every other node that
-    appeared in the scene since the transaction started (display, storage and colour nodes created on the way),
-    which is safe because outputs are created synchronously on the main thread, where the user cannot add nodes
-    meanwhile. Segments added to a segmentation that existed before are removed one by one; that node stays.
+    appeared in the scene since the transaction started (display, storage and colour nodes created on the way).
+    Outputs are created on the main thread in one go; the progress callback between them may let the GUI process a
+    Cancel click, and the panel keeps its inputs locked during a run, so every node that appears meanwhile is the
+    run's own. Segments added to a segmentation that existed before are removed one by one; that node stays.
     """
 
     def __init__(self, scene=None):
@@ -322,8 +323,9 @@ def addMaskSegment(segmentationNode, mask: np.ndarray, ijkToRas: np.ndarray, nam
 def storedMap(values: np.ndarray, asUint8: bool) -> np.ndarray:
     """A map in [0, 1] as stored in its volume node: uint8 0..255 (value × 255, rounded) or float32 0..1.
 
-    ``values`` may already be uint8 0..255 (the engine quantises them when the run asks for ``maps_uint8``, as the
-    background worker does), which is kept as is.
+    ``values`` are uint8 0..255 when the engine was asked for ``maps_uint8`` (the worker and an in-process run
+    both ask for it unless float maps are wanted) and are kept as they are; float values in 0..1 are quantised
+    here, so either kind of result gives the same node.
     """
     values = np.asarray(values)
     if values.dtype == np.uint8:
