@@ -214,6 +214,9 @@ def load_model_pack(model: str | Path = "default") -> ModelPack:
     except (ConfigError, TypeError) as exc:
         raise ModelPackError(f"{meta_path}: {exc}") from None
     _check_settings(config, preprocessing, meta.get("inference"), meta_path)
+    calibration_problems = pack_limits.check_calibration(meta.get("calibration"))
+    if calibration_problems:
+        raise ModelPackError(f"{meta_path}: " + "; ".join(calibration_problems))
     if not isinstance(meta["labels"], list):
         raise ModelPackError(f"{meta_path}: 'labels' must be a list of {{value, name, color}} entries")
     labels = _labels_from_json(meta["labels"])

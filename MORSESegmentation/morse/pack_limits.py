@@ -234,3 +234,38 @@ def check_postprocess(settings: Any, prefix: str = "inference.postprocess") -> l
         for organ, value in min_ml.items()
         if (problem := check_value(f"{prefix}.min_ml.{organ}", value, kind, low, high))
     ]
+
+
+# model.json "calibration" (morse.uncertainty.calibration): the uncertainty map the pipeline writes and the review
+_CALIBRATION: dict[str, tuple[str, float, float]] = {
+    "temperature": ("float", 0.05, 20.0),  # divides the logits before the softmax
+    "review_threshold": ("float", 0.0, 1.0),  # uncertainty from which voxels form review regions
+    "low_confidence": ("float", 0.0, 1.0),  # organ flag below this mean confidence
+    "opening_mm": ("float", 0.0, 50.0),
+    "min_region_ml": ("float", 0.0, 1e4),
+}
+_CALIBRATION_RECORDS = ("fitted_on", "objective", "nll_before", "nll_after", "voxels")  # provenance, not read
+
+
+def check_calibration(settings: Any, prefix: str = "calibration") -> list[str]:
+    """Problems with a model.json ``calibration`` block: known keys, numbers in range, and an ``uncertainty``
+    option the pipeline computes without extra passes (:data:`morse.uncertainty.names.FREE`)."""
+    from .uncertainty.names import FREE
+
+    if settings is None:
+        return []
+    if not isinstance(settings, dict):
+        return [f"{prefix} must be an object, not {type(settings).__name__}"]
+    known = {*_CALIBRATION, *_CALIBRATION_RECORDS, "uncertainty"}
+    problems = []
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        problems.append(f"{prefix}: unknown key(s) {unknown}; known: {sorted(known)}")
+    option = settings.get("uncertainty", "margin")
+    if option not in FREE:
+        problems.append(f"{prefix}.uncertainty {_short(option)} must be one of {', '.join(FREE)}")
+    return problems + [
+        problem
+        for key, (kind, low, high) in _CALIBRATION.items()
+        if key in settings and (problem := check_value(f"{prefix}.{key}", settings[key], kind, low, high))
+    ]

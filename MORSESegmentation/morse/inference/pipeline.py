@@ -29,6 +29,8 @@ from ..geometry import AxisReorder
 from ..heads.point_ops import uncertainty
 from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
+from ..uncertainty.calibration import map_settings
+from ..uncertainty.maps import from_logits
 from .anatomy import is_hounsfield, postprocess_volume, settings_from_pack
 from .chunked import dominant_expert, resize_linear_into, resize_nearest_into
 from .domain import DomainReport, check_domain, domain_of
@@ -84,9 +86,12 @@ def _free_device_cache(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
-def _uncertainty_map(coarse: torch.Tensor) -> torch.Tensor:
-    """1 − (p_max − p_second) of the softmax, ``(B, C, *S) → (B, 1, *S)`` in [0, 1]."""
-    return 1.0 + uncertainty(torch.softmax(coarse.float(), dim=1)).unsqueeze(1)
+def _uncertainty_map(coarse: torch.Tensor, refined: torch.Tensor | None = None, how=None) -> torch.Tensor:
+    """``(B, C, *S) → (B, 1, *S)`` in [0, 1]: the pack's calibrated option ``how = (option, temperature)``
+    (:func:`morse.uncertainty.calibration.map_settings`); None: 1 − (p_max − p_second) of the coarse softmax."""
+    if how is None:
+        return 1.0 + uncertainty(torch.softmax(coarse.float(), dim=1)).unsqueeze(1)
+    return from_logits(coarse, coarse if refined is None else refined, None, how[0], how[1])
 
 
 def _autocast(device: torch.device):
@@ -211,6 +216,8 @@ class _Outputs:
     The pipeline fills them through the attributes ``labels``, ``coarse``, ... which are views on the reoriented grid
     (D, H, W), so no reoriented copy of any output is ever made.
     """
+
+    uncertainty_how = None  # (option, temperature) of the uncertainty map, from the pack's calibration
 
     def __init__(
         self, reorder: AxisReorder, num_experts: int, refine: bool, gating: bool, uncertainty: bool, maps_uint8: bool
@@ -406,6 +413,7 @@ def _infer_on_input_grid(run: _Run, prep: PreparedVolume, plan, roi, uncertainty
     net = run.net
     if run.pack.config.spatial_dims == 2:  # the outputs fill up slice batch by slice batch
         outputs = _Outputs(prep.reorder, net.num_experts, run.refine, run.gating, uncertainty, maps_uint8)
+        outputs.uncertainty_how = map_settings(run.pack)
         _run_slices(run, prep, outputs)
         return outputs
     # phases (see morse.inference.memory): the stitching buffers are gone before the outputs are allocated
@@ -498,7 +506,8 @@ def _store_slices(out: _Outputs, pred, size, full_hw, rows: slice) -> None:
         rect = crop(pred.rectified[:, None].float(), size, scale)
         out.rectified[rows] = resize(rect, full_hw, mode="nearest")[:, 0].to(torch.uint8).cpu().numpy()
     if out.uncertainty is not None:
-        values = resize(_uncertainty_map(coarse), full_hw)[:, 0].clamp(0, 1)
+        refined = None if pred.refined is pred.coarse else crop(pred.refined.float(), size, scale)
+        values = resize(_uncertainty_map(coarse, refined, out.uncertainty_how), full_hw)[:, 0].clamp(0, 1)
         out.uncertainty[rows] = _as_stored(values, out.uncertainty.dtype)
     if out.gating is not None and pred.gating is not None:
         gates = _gates_on_input_grid(pred.gating, tuple(pred.coarse.shape[2:]), size, full_hw)
@@ -575,6 +584,8 @@ class _ModelGridMaps:
     """Compact per-voxel results on the (padded) model grid of a 3D run: labels as uint8, the maps as float32 — a few
     bytes per model voxel instead of the stitched float32 logits of every class."""
 
+    uncertainty_how = None  # (option, temperature) of the uncertainty map, from the pack's calibration
+
     def __init__(self, shape, refine: bool, gating: bool, num_experts: int, uncertainty: bool):
         self.labels = torch.zeros(shape, dtype=torch.uint8)
         self.coarse = torch.zeros(shape, dtype=torch.uint8) if refine else self.labels
@@ -593,7 +604,7 @@ class _ModelGridMaps:
             self.coarse[rows] = coarse.argmax(1)[0].to(torch.uint8)
             self.rectified[rows] = (rect[0, 0] > 0.5).to(torch.uint8)
         if self.uncertainty is not None:
-            self.uncertainty[rows] = _uncertainty_map(coarse)[0, 0]
+            self.uncertainty[rows] = _uncertainty_map(coarse, refined, self.uncertainty_how)[0, 0]
         if self.gating is not None:
             self.gating[:, rows] = parts[-1][0]
 
@@ -614,6 +625,7 @@ def _run_volume(
         prep.image = None  # the input-grid copy is not needed any more (x may still share it when no resize was due)
     depth = int(x.shape[2])
     maps = _ModelGridMaps(tuple(x.shape[2:]), run.refine, run.gating, net.num_experts, uncertainty)
+    maps.uncertainty_how = map_settings(run.pack)
     slabs = _slabs(depth, run.slab, roi[0])
     windows = {"done": 0, "total": sum(_window_count((b - a, *x.shape[3:]), roi, overlap) for a, _, _, b in slabs)}
 

@@ -11,6 +11,7 @@ from ..geometry import spacing_ijk
 from ..imageio import case_name, read_image
 from ..modelpack import load_model_pack
 from ..staging import CaseLock, recover_leftovers, refuse_overlap
+from ..uncertainty.review import write_review_files
 from .outputs import check_writable, write_case
 from .pipeline import release_models, segment_volume
 
@@ -21,10 +22,12 @@ _WHAT = {
     "segmentation.seg.nrrd": "the same as a 3D Slicer segmentation (names, colours, SNOMED-CT terminology)",
     "coarse.nii.gz": "labels of the backbone's own head, before the rendering head",
     "gating.nii.gz": "gate weight of each expert (one component per expert, 0..1)",
-    "uncertainty.nii.gz": "point uncertainty, 1 - (p_max - p_second) of the coarse softmax (0..1)",
+    "uncertainty.nii.gz": "voxel uncertainty (0..1; the option and calibration in review.json 'settings')",
     "rectified.nii.gz": "1 where the rendering head replaced the prediction",
     "preview.png": "axial slices with the organs overlaid",
     "summary.json": "model, device, timings per stage, organ volumes in ml",
+    "review.json": "what to check: organs (ml, confidence, flags) and ranked uncertain regions (IJK, RAS mm)",
+    "review.csv": "the same table as CSV",
 }
 
 
@@ -76,6 +79,7 @@ def _segment_all(args, pack, out_root: Path, names: list[str]) -> int:
                 name=str(path),
             )
             out = write_case(out_root / name, result, image.array, str(path), overwrite=args.overwrite)
+            write_review_files(out, result, str(path), pack)
         except MorseError as exc:
             if len(args.inputs) == 1:
                 raise

@@ -1,0 +1,1 @@
+"""Error-aware uncertainty: maps from MORSE's two heads and its stochastic experts, calibration, review lists."""
