@@ -45,7 +45,7 @@ UNCERTAINTY_VISIBLE_FROM = 0.05
 RECTIFIED_COLOR = (1.0, 0.85, 0.0)
 CHANGED_COLOR = (1.0, 0.0, 1.0)
 
-UINT8_SCALE = 1.0 / 255.0
+UINT8_SCALE = 1.0 / 255.0  # = morse.inference.map_values.MAP_SCALE
 
 
 class Role:
@@ -331,9 +331,9 @@ def storedMap(values: np.ndarray, asUint8: bool) -> np.ndarray:
     if values.dtype == np.uint8:
         return values if asUint8 else values.astype(np.float32) * np.float32(UINT8_SCALE)
     if asUint8:
-        out = np.empty(values.shape, np.uint8)
-        np.rint(np.clip(values, 0.0, 1.0) * 255.0, out=out, casting="unsafe")
-        return out
+        from morse.inference.map_values import quantize_unit  # numpy only: the engine's one quantiser
+
+        return quantize_unit(values)
     return np.clip(values, 0.0, 1.0).astype(np.float32, copy=False)
 
 

@@ -164,25 +164,34 @@ def recover_leftovers(case_dir: Path) -> list[str]:
     return notes
 
 
-def publish(staged: Path, case_dir: Path) -> None:
+def publish(staged: Path, case_dir: Path, on_step=None) -> None:
     """Move the complete folder ``staged`` to ``case_dir``, replacing an existing one. At every instant one of the two
     is visible under the case name: an atomic exchange on Linux, else rename-away and rename-in (a kill between them
-    is repaired by :func:`recover_leftovers`)."""
+    is repaired by :func:`recover_leftovers`). ``on_step(name)`` is called after ``"exchanged"`` (or
+    ``"moved-aside"`` and ``"moved-in"`` on the two-rename path, or ``"renamed"`` when there was no old folder) and
+    after ``"old-removed"``."""
+    step = on_step or (lambda _name: None)
     if not case_dir.exists():
         staged.rename(case_dir)
+        step("renamed")
         return
     if _exchange(staged, case_dir):
+        step("exchanged")
         shutil.rmtree(staged, ignore_errors=True)  # now holds the previous results
+        step("old-removed")
         return
     old = case_dir.with_name(f".{case_dir.name}.{_OLD}-{os.getpid()}")
     case_dir.rename(old)
+    step("moved-aside")
     try:
         staged.rename(case_dir)
     except BaseException:
         if not case_dir.exists():
             old.rename(case_dir)
         raise
+    step("moved-in")
     shutil.rmtree(old, ignore_errors=True)
+    step("old-removed")
 
 
 _RENAME_EXCHANGE = 2

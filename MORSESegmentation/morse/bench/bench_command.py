@@ -130,6 +130,9 @@ def run(args) -> int:
     }
     results["patch_3d"]["size"] = patch
     results["cuda"] = _child("cuda_bf16", threads, model=model, path=vol_path, repeats=repeats)
+    from .memory_rows import SIZES, run_sizes  # estimate vs measured peak, one child process per CT size
+
+    results["memory"] = run_sizes(model, data_root() / "bench", sizes=(8,) if quick else SIZES, threads=threads)
     if BUDGET_REPORT.is_file():
         results["render_budget"] = json.loads(BUDGET_REPORT.read_text(encoding="utf-8"))
     text = render(results)
@@ -472,6 +475,10 @@ def render(r: dict) -> str:
         lines.append(f"{cuda['gpu']}: backbone {cuda['backbone']:.2f} s, MORSE refined {cuda['refined']:.2f} s "
                      f"({cuda['refined'] / cuda['backbone']:.2f}×), "
                      f"peak GPU memory {cuda['peak_gpu_mb']:.0f} MB.")  # fmt: skip
+    if "memory" in r:
+        from .memory_rows import render as render_memory
+
+        lines += ["", *render_memory(r["memory"])]
     lines += ["", "## How to reproduce", "", "```bash", "make bench        # = morse bench (writes this file)",
               "morse bench --quick   # smoke run with small sizes",
               "morse bench --device cuda --bf16   # on a GPU",

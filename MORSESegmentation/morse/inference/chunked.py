@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from . import memory  # memory.CHUNK_BYTES: scratch bytes per chunk, read at call time
+from .map_values import quantize_unit
 
 
 def _rows_per_chunk(out_depth: int, in_depth: int, plane_values: int, budget: int) -> int:
@@ -62,12 +63,10 @@ def resize_linear_into(
         chunk = torch.lerp(a, b, torch.from_numpy(lam[z0:z1])[:, None, None])
         if clamp is not None:
             chunk.clamp_(*clamp)
-        dst[z0:z1] = (quantize_unit_uint8(chunk) if dst.dtype == np.uint8 else chunk).numpy()
-
-
-def quantize_unit_uint8(values: torch.Tensor) -> torch.Tensor:
-    """A map in [0, 1] as uint8 ``round(value·255)`` (half to even), computed in place on float ``values``."""
-    return values.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        if dst.dtype == np.uint8:
+            quantize_unit(chunk.numpy(), out=dst[z0:z1], in_place=True)
+        else:
+            dst[z0:z1] = chunk.numpy()
 
 
 def resize_nearest_into(dst: np.ndarray, src: torch.Tensor, budget: int | None = None) -> None:

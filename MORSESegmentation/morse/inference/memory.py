@@ -37,6 +37,20 @@ BYTES_F32 = 4
 CHUNK_BYTES = 64 << 20  # float32 working memory of one chunk of the 3D resampling (morse.inference.chunked)
 HEADROOM = 0.85  # plan to use at most this fraction of the available memory (the OS, caches, fragmentation)
 MIN_SLAB_FRACTION = 0.5  # the thinnest 3D slab core is this fraction of the window depth
+# After the network, measured on 512×512×{100, 600} CTs (docs/results/robustness.md, "Memory"): the anatomical
+# post-processing holds a body mask on its 2 mm grid, per-organ boxes and component labels (about 7 bytes per input
+# voxel at its peak); writing every file holds SimpleITK's copy of the labels for the .seg.nrrd, ITK's buffer of it
+# and the deflate chunks in flight.
+POSTPROCESS_BYTES_PER_VOXEL = 7
+WRITE_BYTES_PER_VOXEL = 4
+WRITE_FIXED_BYTES = 64 << 20
+# Of the live point features the head formula counts, the fraction alive at once (the heads run after the
+# backbone's activations are freed, point batch by point batch): measured on the default pack, 512² slices.
+HEAD_LIVE_FRACTION = 0.06
+# Of the 2D backbone's activations :func:`backbone_floats_per_cell` counts, the fraction resident at the peak of a
+# batch (PyTorch frees each stage's inputs as the next one runs): 512² slices of the default pack measured 23 MB per
+# slice with every output, against 50 MB from the counts alone.
+BACKBONE_LIVE_FRACTION_2D = 0.3
 
 
 @dataclass
@@ -58,16 +72,21 @@ class MemoryEstimate:
     compact: int = 0
     phased: bool = False
     outputs_detail: dict[str, int] = field(default_factory=dict)
+    postprocessing: int = 0
+    writing: int = 0
 
     @property
     def phases(self) -> dict[str, int]:
-        """Bytes allocated (besides the input) in each phase of the run."""
+        """Bytes allocated (besides the input) in each phase of the run; after the network the outputs stay while
+        the post-processing and then the writing of every file (``morse segment``) add their scratch."""
+        after = {"postprocessing": self.outputs + self.postprocessing, "writing": self.outputs + self.writing}
         if not self.phased:
-            return {"inference": self.prepared + self.outputs + self.working}
+            return {"inference": self.prepared + self.outputs + self.working, **after}
         return {
             "preprocessing": self.prepared + self.model_grid,
             "stitching": self.model_grid + self.compact + self.working,
             "resampling": self.compact + self.outputs + min(CHUNK_BYTES, 2 * self.prepared),
+            **after,
         }
 
     @property
@@ -87,7 +106,12 @@ class MemoryEstimate:
                 ("full-resolution outputs", self.outputs),
                 ("working", self.working),
             ]
-            return f"{size_text(self.peak)} (" + ", ".join(f"{n} {size_text(b)}" for n, b in parts if b) + ")"
+            text = f"{size_text(self.peak)} (" + ", ".join(f"{n} {size_text(b)}" for n, b in parts if b)
+            after = self.phases
+            return (
+                text + f"; after the network: post-processing {size_text(after['postprocessing'])}, writing the "
+                f"files {size_text(after['writing'])})"
+            )
         phases = ", ".join(f"{n} {size_text(b)}" for n, b in self.phases.items())
         return (
             f"{size_text(self.peak)} (input {size_text(self.input)} + the largest phase: {phases}; full-resolution "
@@ -123,6 +147,16 @@ def output_bytes_per_voxel(
     if gating:
         parts.update({"gating": map_bytes * num_experts, "dominant expert": 1})
     return parts
+
+
+def writing_bytes(voxels: int, num_experts: int, gating: bool, uncertainty: bool, map_bytes: int) -> int:
+    """Scratch of :func:`morse.inference.outputs.write_case` beyond the outputs it writes: the measured constant and
+    per-voxel share (see :data:`WRITE_BYTES_PER_VOXEL`), plus the uint8 copy of the largest float32 map when the maps
+    are float32 (the files store them as uint8 levels, converted once)."""
+    scratch = WRITE_FIXED_BYTES + WRITE_BYTES_PER_VOXEL * voxels
+    if map_bytes > 1:
+        scratch += voxels * (num_experts if gating else 1 if uncertainty else 0)
+    return int(scratch)
 
 
 def backbone_floats_per_cell(model_cfg) -> float:
@@ -201,12 +235,13 @@ def estimate(
     detail = {k: v * voxels for k, v in output_bytes_per_voxel(experts, refine, gating, uncertainty, map_bytes).items()}
     padded = tuple(max(-(-s // size_multiple) * size_multiple, 1) for s in model_shape)
     act = backbone_floats_per_cell(model_cfg)
+    after_network = writing_bytes(voxels, experts, gating, uncertainty, map_bytes)
     if dims == 2:
         slice_cells = padded[1] * padded[2]
         full_slice = voxels // max(1, model_shape[0])  # voxels of one reoriented input slice
-        per_slice = slice_cells * (act + 4 * classes + 1)  # activations, coarse/refined logits and their crops
-        per_slice += head_floats_per_slice(model_cfg, slice_cells, refine, gating, gating_stride)
-        per_slice += full_slice * (2 * classes + (experts if gating else 0) + 3)  # logits/maps resized to the slice
+        per_slice = slice_cells * (BACKBONE_LIVE_FRACTION_2D * act + 4 * classes + 1)  # activations, logits, crops
+        per_slice += HEAD_LIVE_FRACTION * head_floats_per_slice(model_cfg, slice_cells, refine, gating, gating_stride)
+        per_slice += full_slice * (classes + 3)  # one set of logits resized to the slice, and the maps' scratch
         working = int(batch_size * per_slice * BYTES_F32)
         return MemoryEstimate(
             input=voxels * int(input_itemsize),
@@ -214,6 +249,8 @@ def estimate(
             outputs=sum(detail.values()),
             working=working,
             outputs_detail=detail,
+            postprocessing=POSTPROCESS_BYTES_PER_VOXEL * voxels,
+            writing=after_network,
         )
     roi = tuple(roi or (96, 96, 96))
     padded = tuple(max(p, r) for p, r in zip(padded, roi))
@@ -238,6 +275,8 @@ def estimate(
         compact=cells * compact,
         phased=True,
         outputs_detail=detail,
+        postprocessing=POSTPROCESS_BYTES_PER_VOXEL * voxels,
+        writing=after_network,
     )
 
 
@@ -305,7 +344,13 @@ def plan_inference(
             f"the sliding-window results are stitched in slabs of {slab} model slices (z) to stay within the "
             f"{size_text(available)} of free memory"
         )
-    log.info("%s: estimated peak memory %s; %s available", name, e.describe(), size_text(available))
+    log.info(
+        "%s: estimated peak memory %s; %s available",
+        name,
+        e.describe(),
+        size_text(available),
+        extra={"morse_estimate": e},  # for `morse bench`, which compares it with the measured peak
+    )
     if e.to_allocate > available:  # reductions aim below the headroom; refuse only what cannot fit at all
         raise InputError(_too_large(name, input_shape, e, available, gating, uncertainty))
     for msg in messages:

@@ -1,8 +1,14 @@
 """Writing one case's outputs (DESIGN §4): NIfTI maps, a Slicer ``.seg.nrrd``, a preview PNG and ``summary.json``.
 
-Everything is written into a temporary sibling folder and moved into place at the end, so a cancelled or failed run
-never leaves a half-written case folder, and an existing folder is only replaced (with ``overwrite``) once the new
-one is complete.
+Everything is written into a temporary sibling folder and moved into place at the end, so a cancelled, failed or
+killed run never leaves a half-written case folder, and an existing folder is only replaced (with ``overwrite``) once
+the new one is complete and every file in it has been read back.
+
+Only the outputs the result holds are written. The NIfTI files go through :mod:`morse.nifti_writer` (streamed from the
+arrays, no copies, chunks deflated on a few threads at the compression level measured best): labels as uint8, the
+uncertainty as uint8 with ``scl_slope`` 1/255 (readers get 0..1), the gate maps as float32 ``stored / 255`` (a slope on
+a multi-component image is misread by ITK), converted a chunk at a time. The ``.seg.nrrd`` goes through SimpleITK on a
+thread of its own, while the NIfTI files are written.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +27,14 @@ from ..geometry import spacing_ijk
 from ..image_integrity import verify_written_image
 from ..imageio import write_image
 from ..labels import LabelInfo
+from ..nifti_writer import write_nifti
 from ..staging import publish, publish_permissions, staging_dir
+from .map_values import MAP_LEVELS, MAP_SCALE, quantize_unit_slabs
 from .preview import write_preview
-from .result import SegmentationResult
+from .result import SegmentationResult, count_differences
+
+StepCallback = Callable[[str], None]
+MAX_WRITE_THREADS = 4  # deflate threads; measured gains stop at the core count (docs/results/robustness.md)
 
 OUTPUT_FILES = (
     "segmentation.nii.gz",
@@ -49,18 +62,10 @@ def terminology_entry(info: LabelInfo) -> str:
     return f"{TERMINOLOGY_CONTEXT}~{cat}~{typ}~{mod}~{ANATOMIC_CONTEXT}~^^~^^"
 
 
-def quantize_unit(values: np.ndarray, levels: int = 256) -> np.ndarray:
-    """float32 maps in [0, 1] rounded to multiples of 1/levels: visually identical, and the zeroed low mantissa bits
-    let gzip shrink the files several-fold."""
-    out = np.clip(values, 0, 1).astype(np.float32, copy=False)  # the only copy: the rest works in place
-    out *= levels
-    np.round(out, out=out)
-    out /= levels
-    return out
-
-
 def seg_nrrd_metadata(labels: np.ndarray, infos: list[LabelInfo]) -> dict[str, str]:
     """Header fields of a Slicer segmentation file (one layer, one segment per class, label value = class value)."""
+    from scipy import ndimage
+
     meta = {
         "Segmentation_MasterRepresentation": "Binary labelmap",
         "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
@@ -68,11 +73,11 @@ def seg_nrrd_metadata(labels: np.ndarray, infos: list[LabelInfo]) -> dict[str, s
         "Segmentation_ConversionParameters": "",
     }
     k, j, i = labels.shape
+    boxes = ndimage.find_objects(labels)  # one pass, no per-label masks or coordinate arrays
     for n, info in enumerate(infos):
-        present = np.nonzero(labels == info.value)
-        if present[0].size:
-            extent = [present[2].min(), present[2].max(), present[1].min(), present[1].max()]
-            extent += [present[0].min(), present[0].max()]
+        box = boxes[info.value - 1] if info.value <= len(boxes) else None
+        if box is not None:
+            extent = [box[2].start, box[2].stop - 1, box[1].start, box[1].stop - 1, box[0].start, box[0].stop - 1]
         else:
             extent = [0, i - 1, 0, j - 1, 0, k - 1]
         tags = f"TerminologyEntry:{terminology_entry(info)}|" if info.category else ""
@@ -117,7 +122,7 @@ def summary(result: SegmentationResult, input_path: str) -> dict:
         "domain": result.domain.get("stats", {}),
         "intended_use": result.intended_use,
         "rectified_voxels": int(result.rectified.sum()) if result.rectified is not None else 0,
-        "changed_voxels": int(result.changed.sum()),
+        "changed_voxels": count_differences(result.labels, result.coarse_labels),
         "labels": [{"value": i.value, "name": i.name, "color": list(i.color)} for i in result.labels_info],
         "messages": list(result.messages),
     }
@@ -142,17 +147,6 @@ def check_writable(out_dir: Path, overwrite: bool) -> None:
         raise OutputError(f"{parent} is not writable; choose another output folder")
 
 
-def _write_checked(path: Path, array: np.ndarray, ijk_to_ras: np.ndarray, is_vector: bool = False, **kw) -> None:
-    """Write one image and read it back (:func:`morse.image_integrity.verify_written_image`): ITK reports no error
-    when a write is cut short."""
-    try:
-        write_image(path, array, ijk_to_ras, is_vector=is_vector, **kw)
-    except RuntimeError as exc:  # ITK's writer exceptions carry the OS reason in their last line
-        raise OutputError(f"{path}: writing failed ({str(exc).strip().splitlines()[-1][:160]})") from None
-    shape = array.shape[1:] if is_vector else array.shape
-    verify_written_image(path, shape, array.shape[0] if is_vector else 1, array.nbytes)
-
-
 def _verify_png(path: Path) -> None:
     from PIL import Image
 
@@ -163,33 +157,110 @@ def _verify_png(path: Path) -> None:
         raise OutputError(f"{path}: writing failed (the preview reads back damaged: {exc})") from None
 
 
+def _itk_failure(path: Path, exc: RuntimeError) -> OutputError:
+    # ITK's writer exceptions carry the OS reason in their last line
+    return OutputError(f"{path}: writing failed ({str(exc).strip().splitlines()[-1][:160]})")
+
+
+def _write_nifti_checked(path: Path, array: np.ndarray, m: np.ndarray, pool, vector: bool = False, **kw) -> None:
+    """Write one NIfTI file with :func:`morse.nifti_writer.write_nifti` and read it back (header, shape and the
+    stored data length): a write cut short by a full disk or a size limit is an error, not a damaged output."""
+    try:
+        data_bytes = write_nifti(path, array, m, vector=vector, pool=pool, **kw)
+    except OSError as exc:  # a full disk, a quota, a file-size limit
+        raise OutputError(f"{path}: writing failed ({exc.strerror or exc})") from None
+    shape = array.shape[1:] if vector else array.shape
+    verify_written_image(path, shape, array.shape[0] if vector else 1, data_bytes)
+
+
+def _write_seg_nrrd(path: Path, result: SegmentationResult) -> None:
+    """The labels as a Slicer ``.seg.nrrd`` (SimpleITK: Slicer's segmentation fields are NRRD key/value pairs)."""
+    try:
+        write_image(
+            path, result.labels, result.ijk_to_ras, metadata=seg_nrrd_metadata(result.labels, result.labels_info)
+        )
+    except RuntimeError as exc:
+        raise _itk_failure(path, exc) from None
+    verify_written_image(path, result.labels.shape, 1, result.labels.nbytes)
+
+
+def planned_files(result: SegmentationResult) -> list[str]:
+    """The files :func:`write_case` writes for ``result``, in order: only the outputs the result holds."""
+    names = ["segmentation.nii.gz", "segmentation.seg.nrrd", "coarse.nii.gz"]
+    names += [n for n, a in (("gating.nii.gz", result.gating), ("uncertainty.nii.gz", result.uncertainty),
+                             ("rectified.nii.gz", result.rectified)) if a is not None]  # fmt: skip
+    return [*names, "preview.png", "summary.json"]
+
+
+def _write_files(tmp: Path, result: SegmentationResult, image: np.ndarray, input_path: str, step, threads: int) -> None:
+    m = result.ijk_to_ras
+    with ThreadPoolExecutor(max_workers=threads) as pool, ThreadPoolExecutor(max_workers=1) as side:
+        seg = side.submit(_write_seg_nrrd, tmp / "segmentation.seg.nrrd", result)
+        try:
+            _write_nifti_checked(tmp / "segmentation.nii.gz", result.labels, m, pool)
+            step("segmentation.nii.gz")
+            _write_nifti_checked(tmp / "coarse.nii.gz", result.coarse_labels, m, pool)
+            step("coarse.nii.gz")
+            if result.gating is not None:
+                gating = quantize_unit_slabs(result.gating)  # uint8 already, unless a caller asked for float32
+                what = "MORSE gate weight per expert (0..1)"
+                _write_nifti_checked(tmp / "gating.nii.gz", gating, m, pool, vector=True, levels=MAP_LEVELS,
+                                     display_range=(0.0, 1.0), description=what)  # fmt: skip
+                del gating
+                step("gating.nii.gz")
+            if result.uncertainty is not None:
+                _write_nifti_checked(tmp / "uncertainty.nii.gz", quantize_unit_slabs(result.uncertainty), m, pool,
+                                     slope=MAP_SCALE, display_range=(0.0, 1.0),
+                                     description="MORSE uncertainty 1-(p1-p2), stored x255")  # fmt: skip
+                step("uncertainty.nii.gz")
+            if result.rectified is not None:
+                rectified = (
+                    result.rectified if result.rectified.dtype == np.uint8 else result.rectified.astype(np.uint8)
+                )
+                _write_nifti_checked(tmp / "rectified.nii.gz", rectified, m, pool)
+                step("rectified.nii.gz")
+            write_preview(tmp / "preview.png", image, result)
+            _verify_png(tmp / "preview.png")
+            step("preview.png")
+        finally:
+            error = seg.exception()  # waits: the side thread must be done before the folder is removed or published
+        if error is not None:
+            raise error
+        step("segmentation.seg.nrrd")
+    text = json.dumps(summary(result, input_path), indent=2) + "\n"
+    (tmp / "summary.json").write_text(text, encoding="utf-8")
+    if (tmp / "summary.json").read_text(encoding="utf-8") != text:
+        raise OutputError(f"{tmp / 'summary.json'}: writing failed (the file reads back different)")
+    step("summary.json")
+
+
 def write_case(
-    out_dir: str | Path, result: SegmentationResult, image: np.ndarray, input_path: str, overwrite: bool = False
+    out_dir: str | Path,
+    result: SegmentationResult,
+    image: np.ndarray,
+    input_path: str,
+    overwrite: bool = False,
+    on_step: StepCallback | None = None,
+    threads: int | None = None,
 ) -> Path:
-    """Write every output of one case into ``out_dir`` atomically (temporary folder, then rename)."""
+    """Write every output of one case into ``out_dir`` atomically (temporary folder, then an atomic exchange).
+
+    ``on_step(name)`` is called after each step: ``"staged"`` (the temporary folder exists), each file name of
+    :func:`planned_files` once written and read back, ``"permissions"``, then the steps of
+    :func:`morse.staging.publish`. ``threads``: deflate threads (default: the cores, at most
+    :data:`MAX_WRITE_THREADS`).
+    """
     out_dir = Path(out_dir)
+    step = on_step or (lambda _name: None)
+    threads = max(1, int(threads or min(MAX_WRITE_THREADS, os.cpu_count() or 1)))
     check_writable(out_dir, overwrite)
     tmp = staging_dir(out_dir)
     try:
-        m = result.ijk_to_ras
-        _write_checked(tmp / "segmentation.nii.gz", result.labels, m)
-        seg_meta = seg_nrrd_metadata(result.labels, result.labels_info)
-        _write_checked(tmp / "segmentation.seg.nrrd", result.labels, m, metadata=seg_meta)
-        _write_checked(tmp / "coarse.nii.gz", result.coarse_labels, m)
-        if result.gating is not None:
-            _write_checked(tmp / "gating.nii.gz", quantize_unit(result.gating), m, is_vector=True)
-        if result.uncertainty is not None:
-            _write_checked(tmp / "uncertainty.nii.gz", quantize_unit(result.uncertainty), m)
-        if result.rectified is not None:
-            _write_checked(tmp / "rectified.nii.gz", result.rectified.astype(np.uint8), m)
-        write_preview(tmp / "preview.png", image, result)
-        _verify_png(tmp / "preview.png")
-        text = json.dumps(summary(result, input_path), indent=2) + "\n"
-        (tmp / "summary.json").write_text(text, encoding="utf-8")
-        if (tmp / "summary.json").read_text(encoding="utf-8") != text:
-            raise OutputError(f"{tmp / 'summary.json'}: writing failed (the file reads back different)")
+        step("staged")
+        _write_files(tmp, result, image, input_path, step, threads)
         publish_permissions(tmp)
-        publish(tmp, out_dir)
+        step("permissions")
+        publish(tmp, out_dir, on_step=step)
     except OSError as exc:  # a full disk, a quota, a file-size limit: nothing of the old results was touched
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(

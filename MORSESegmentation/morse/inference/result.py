@@ -8,6 +8,33 @@ import numpy as np
 
 from ..labels import LabelInfo
 
+_SLAB_VOXELS = 1 << 24  # voxels per slab of the whole-volume counts below (their scratch stays a few MB)
+
+
+def _slabs(shape: tuple[int, ...]):
+    per_row = max(1, int(np.prod(shape[1:])))
+    step = max(1, _SLAB_VOXELS // per_row)
+    for start in range(0, shape[0], step):
+        yield slice(start, start + step)
+
+
+def label_counts(labels: np.ndarray) -> np.ndarray:
+    """(256,) int64 voxels per label value of a uint8 map, a slab at a time (``np.bincount`` of the whole volume
+    would first copy it to int64: 8 bytes per voxel)."""
+    counts = np.zeros(256, np.int64)
+    if labels.ndim == 0 or labels.size == 0:
+        return counts
+    for rows in _slabs(labels.shape):
+        counts += np.bincount(labels[rows].ravel(), minlength=256)[:256]
+    return counts
+
+
+def count_differences(a: np.ndarray, b: np.ndarray) -> int:
+    """Voxels where ``a`` and ``b`` (same shape) differ, a slab at a time (no volume-sized mask)."""
+    if a is b:
+        return 0
+    return int(sum(np.count_nonzero(a[rows] != b[rows]) for rows in _slabs(a.shape)))
+
 
 @dataclass
 class SegmentationResult:
@@ -15,12 +42,13 @@ class SegmentationResult:
 
     labels:          (K, J, I) uint8 refined labels (= coarse when refinement is off or the model has no head).
     coarse_labels:   (K, J, I) uint8 labels of the backbone's own head.
-    gating:          (N, K, J, I) float32 gate weight of each expert in [0, 1] (sums to 1 over N), or None; uint8
-                     ``round(weight·255)`` when asked for (``maps_uint8``).
+    gating:          (N, K, J, I) gate weight of each expert in [0, 1] (sums to 1 over N), or None: uint8
+                     ``round(weight·255)`` (:func:`morse.inference.map_values.quantize_unit`; the default), or
+                     float32 when :func:`segment_volume` is asked for ``maps_uint8=False``.
     dominant_expert: (K, J, I) uint8, 1 + index of the expert with the largest gate weight (as stored in
                      ``gating``; the first expert wins ties), or None.
-    uncertainty:     (K, J, I) float32 in [0, 1]: 1 − (p_max − p_second) of the coarse softmax, or None; uint8
-                     ``round(value·255)`` like ``gating``.
+    uncertainty:     (K, J, I) in [0, 1]: 1 − (p_max − p_second) of the coarse softmax, or None; uint8
+                     ``round(value·255)`` or float32, like ``gating``.
     rectified:       (K, J, I) uint8, 1 where the rendering head replaced the logits, or None.
     ijk_to_ras:      (4, 4) float64, the input's IJK→RAS matrix (unchanged).
     labels_info:     the model's classes (background excluded).
@@ -73,5 +101,5 @@ class SegmentationResult:
     def volumes_ml(self, spacing_mm: tuple[float, float, float]) -> dict[str, float]:
         """Volume of each class in millilitres, given the voxel size in mm."""
         voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-        counts = np.bincount(self.labels.ravel(), minlength=256)
+        counts = label_counts(self.labels)
         return {info.name: float(counts[info.value]) * voxel_ml for info in self.labels_info}

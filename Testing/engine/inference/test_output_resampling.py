@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from morse.inference.label_resize import upsampled_labels
-from morse.inference.outputs import quantize_unit
+from morse.inference.map_values import quantize_unit
 from morse.inference.pipeline import _gates_on_input_grid, segment_volume
 from morse.inference.preprocess import resize
 from synthetic import LPS_1MM, ring_slices
@@ -68,6 +68,6 @@ def test_uint8_maps_are_the_quantised_float_maps(trained_rings):
     assert np.array_equal(ints.labels, floats.labels) and np.array_equal(ints.rectified, floats.rectified)
     for a, b in ((ints.gating, floats.gating), (ints.uncertainty, floats.uncertainty)):
         assert np.array_equal(a, np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8))
-    assert quantize_unit(floats.gating).dtype == np.float32  # the file writer's own quantisation is unchanged
+        assert np.array_equal(a, quantize_unit(b))  # the one quantiser of every stored map
     assert np.array_equal(ints.dominant_expert, ints.gating.argmax(0).astype(np.uint8) + 1)
     assert ints.gating.astype(int).sum(0).min() >= 255 - 3  # five rounded weights still sum to about 1

@@ -61,7 +61,16 @@ def test_volume_sized_terms_are_exact():
     assert e.outputs_detail == {
         "labels": v, "coarse labels": v, "rectified": v, "uncertainty": 4 * v, "gating": 20 * v, "dominant expert": v
     }  # fmt: skip
-    assert e.peak == e.input + e.prepared + e.outputs + e.working
+    assert e.phases["inference"] == e.prepared + e.outputs + e.working
+    # after the network the outputs stay while post-processing and writing add their measured scratch
+    assert e.phases["postprocessing"] == e.outputs + memory.POSTPROCESS_BYTES_PER_VOXEL * v
+    written = memory.WRITE_FIXED_BYTES + memory.WRITE_BYTES_PER_VOXEL * v + 5 * v  # + uint8 copy of float gates
+    assert e.phases["writing"] == e.outputs + written
+    assert e.peak == e.input + max(e.phases.values())
+    small = memory.estimate((100, 200, 300), 2, (100, 200, 300), cfg, refine=True, gating=True, uncertainty=True,
+                            batch_size=4, map_bytes=1)  # fmt: skip
+    assert small.outputs == 10 * v  # uint8 maps (what morse segment and Slicer ask for): 1 + 1 + 1 + 1 + 5 + 1 bytes
+    assert small.phases["writing"] == small.outputs + memory.WRITE_FIXED_BYTES + memory.WRITE_BYTES_PER_VOXEL * v
     bare = memory.estimate((100, 200, 300), 2, (100, 200, 300), cfg, refine=False, gating=False, uncertainty=False,
                            batch_size=4)  # fmt: skip
     assert bare.outputs == v  # labels only
@@ -112,10 +121,10 @@ print(json.dumps({"bytes_per_voxel": (growth[2] - growth[1]) / (250 * 48 * 48)})
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable peak RSS")
 def test_peak_memory_grows_only_by_the_input_and_outputs(tmp_path):
     """The peak of a run grows with the number of slices by exactly the volume-sized arrays of the estimate: the
-    input (4 bytes per voxel, float32), its prepared copy (4) and the outputs (28 with every map). Measured as the
-    difference between the peak growth (Linux VmHWM, reset before each run) of runs on 50 and on 300 slices of 48²,
-    so per-batch costs cancel. A reoriented copy of the
-    gating maps (+20), a whole-volume argmax (+8) or a float copy of the labels (+4) would break the bound."""
+    input (4 bytes per voxel, float32), its prepared copy (4) and the outputs (28 with every map as float32, the
+    default of ``segment_volume``). Measured as the difference between the peak growth (Linux VmHWM, reset before
+    each run) of runs on 50 and on 300 slices of 48², so per-batch costs cancel. A reoriented copy of the gating maps
+    (+20), a whole-volume argmax (+8) or a float copy of the labels (+4) would break the bound."""
     engine_tests = str(Path(__file__).resolve().parents[1])
     # glibc returns every block of 64 KiB or more to the system when freed (no heap growth from per-batch blocks)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
