@@ -19,7 +19,7 @@ import pytest
 import qtHarness
 import slicer
 from MORSESegmentationLib import backgroundRun
-from PySide6 import QtCore
+from PySide6 import QtCore, QtWidgets
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +51,16 @@ def apply(session, report=None, key=None) -> object:
     if report is not None and key:
         report[key] = {"apply_to_result_s": round(time.monotonic() - started, 2), **session.heartbeat.summary(since)}
     return outcome
+
+
+@pytest.fixture
+def immediateCancel():
+    """A double-click interval of 1 ms, so that a Cancel right after Apply counts however fast the run is."""
+    app = QtWidgets.QApplication.instance()
+    interval = app.doubleClickInterval()
+    app.setDoubleClickInterval(1)
+    yield
+    app.setDoubleClickInterval(interval)
 
 
 def idle(session):
@@ -117,7 +127,7 @@ def test_rerun_with_replace_keeps_one_set_of_outputs(session):
     idle(session)
 
 
-def test_cancel_clicked_while_outputs_are_created_cancels(session, monkeypatch):
+def test_cancel_clicked_while_outputs_are_created_cancels(session, monkeypatch, immediateCancel):
     """A Cancel click that reaches the panel while the outputs are being created stops the run; it never starts a
     second one (it once did, with a hidden progress bar)."""
     original = backgroundRun.WorkerRun.result
@@ -164,18 +174,25 @@ def test_panel_screenshot(session, report):
     report["screenshot"] = str(path)
 
 
-def test_cancel_mid_run(session):
+def test_cancel_mid_run(session, immediateCancel):
+    ui = session.ui
+    ct = ui.inputVolumeSelector.currentNode()
+    big = panelSession.addCt("CT big", shape=(64, 96, 96))  # long enough to be cancelled while segmenting
+    ui.inputVolumeSelector.setCurrentNode(big)
+    assert session.panel._parameterNode.inputVolume is big
     count = len(session.outcomes)
     before = panelSession.morseNodes()
-    session.click(session.ui.applyButton)
-    session.pump(0.8)  # past the double-click interval
+    session.click(ui.applyButton)
+    session.waitUntil(lambda: session.progress and session.progress[-1] >= 100, 120, "segmenting")
     assert session.panel.isRunning()
-    session.click(session.ui.applyButton)  # "Cancel"
+    session.click(ui.applyButton)  # "Cancel"
     outcome = session.waitForOutcome(count + 1, timeout=30)
     assert outcome.status == "cancelled"
     assert "Cancelled; nothing was added to the scene." in session.logLines()
     assert panelSession.morseNodes() == before
     idle(session)
+    ui.inputVolumeSelector.setCurrentNode(ct)
+    slicer.mrmlScene.RemoveNode(big)
 
 
 def test_killed_worker_is_reported_and_the_panel_recovers(session):
