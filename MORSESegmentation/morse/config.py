@@ -1,7 +1,8 @@
 """Typed configuration of models, losses, training and preprocessing.
 
-Every modelling choice in which the MORSE paper and its released code differ is a field here; the presets
-``paper``, ``reference`` and ``fast`` (YAML files under ``configs/presets``) are named bundles of those fields.
+Every modelling choice in which the MORSE paper and its released code differ is a field here. The dataclass
+defaults are what the paper states (the ``paper`` preset); the other presets under ``configs/presets`` state only
+how they differ from it: ``reference`` (the authors' released code) and ``fast`` (the shipped models).
 
 A config file is YAML. ``extends: other.yaml`` (a path relative to the file) deep-merges the file onto another one,
 so an experiment states only what it changes.
@@ -82,10 +83,10 @@ class SMoEConfig:
     expert_dim: int = 256
     expert_layers: int = 2
     expert_last_act: bool = True  # ReLU after the last expert layer (released code); False lets it run after blending
-    gating: Literal["pointwise", "dense"] = "pointwise"
-    gating_kernel: int = 1
-    gating_widths: list[int] = field(default_factory=lambda: [256])
-    gating_norm: Literal["batch", "none"] = "none"
+    gating: Literal["pointwise", "dense"] = "dense"
+    gating_kernel: int = 3
+    gating_widths: list[int] = field(default_factory=lambda: [256, 256, 256])
+    gating_norm: Literal["batch", "none"] = "batch"
     gating_final_relu: bool = False
     fusion_widths: list[int] = field(default_factory=lambda: [256, 256])
     out_dim: int = 256
@@ -387,6 +388,52 @@ def load_experiment(path: str | Path, overrides: dict | None = None) -> Experime
     if overrides:
         tree = deep_merge(tree, overrides)
     try:
-        return from_dict(ExperimentConfig, tree)
+        cfg = from_dict(ExperimentConfig, tree)
     except TypeError as exc:  # wrong value shapes that dataclass construction rejects
         raise ConfigError(f"{path}: {exc}") from None
+    ignored = ignored_settings(cfg)
+    if ignored:
+        raise ConfigError(f"{path}: " + "; ".join(ignored))
+    return cfg
+
+
+_TRANSFORMER_SIZES = ("hidden_size", "mlp_dim", "num_heads", "num_layers")
+
+
+def ignored_settings(cfg: ExperimentConfig) -> list[str]:
+    """Settings of ``cfg`` that would have no effect, given the others, each with what to do instead.
+
+    A value equal to the field's default is never reported: the defaults are shared by every experiment. Applied to
+    experiment files (:func:`load_experiment`), where a setting that silently does nothing is a mistake; model packs
+    store every field and are not checked here.
+    """
+    problems = []
+    backbone = cfg.model.backbone
+    default_backbone = BackboneConfig()
+    if backbone.name in ("unet2d", "unet3d"):
+        if backbone.img_size is not None:
+            problems.append(
+                f"model.backbone.img_size has no effect on {backbone.name} (any multiple of 16 fits); remove it"
+            )
+        for name in (*_TRANSFORMER_SIZES, "feature_size"):
+            if getattr(backbone, name) != getattr(default_backbone, name):
+                problems.append(f"model.backbone.{name} is a transformer setting; {backbone.name} ignores it")
+    if backbone.name == "unetr" and backbone.num_layers != default_backbone.num_layers:
+        problems.append("model.backbone.num_layers: MONAI's UNETR has 12 layers; remove the setting")
+    if backbone.name == "transunet" and backbone.feature_size != default_backbone.feature_size:
+        problems.append("model.backbone.feature_size is a UNETR setting; TransUNet widths are in features")
+    features = cfg.model.features
+    if features is not None:
+        if features.gating == "pointwise" and features.gating_kernel != 1:
+            problems.append(
+                f"model.features.gating_kernel {features.gating_kernel} has no effect with gating: pointwise "
+                "(a 1×1 gate); set gating_kernel: 1 or gating: dense"
+            )
+        if features.routing.mode != "uniform_count" and features.routing.max_drop is not None:
+            problems.append(
+                f"model.features.routing.max_drop is only read by mode uniform_count (mode is {features.routing.mode})"
+            )
+    augment = cfg.data.augment
+    if augment.class_shift_hu and augment.class_shift == 0:
+        problems.append("data.augment.class_shift_hu has no effect while data.augment.class_shift is 0")
+    return problems

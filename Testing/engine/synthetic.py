@@ -51,7 +51,15 @@ def tiny_model_config(num_classes: int = 3, head: str = "implicit", kind: str = 
         num_classes=num_classes,
         backbone=BackboneConfig(features=[8, 16, 32, 64, 128, 8]),
         features=SMoEConfig(
-            kind=kind, expert_dim=32, out_dim=32, fusion_widths=[32], gating_widths=[32], expert_last_act=False
+            kind=kind,
+            expert_dim=32,
+            out_dim=32,
+            fusion_widths=[32],
+            gating_widths=[32],
+            expert_last_act=False,
+            gating="pointwise",
+            gating_kernel=1,
+            gating_norm="none",
         ),
         point_head=PointHeadConfig(
             head=head,

@@ -37,7 +37,15 @@ def _smallConfig(numClasses: int):
     return ModelConfig(
         num_classes=numClasses,
         backbone=BackboneConfig(features=[8, 8, 16, 16, 16, 8]),
-        features=SMoEConfig(expert_dim=8, gating_widths=[8], fusion_widths=[8], out_dim=8),
+        features=SMoEConfig(
+            expert_dim=8,
+            gating_widths=[8],
+            fusion_widths=[8],
+            out_dim=8,
+            gating="pointwise",
+            gating_kernel=1,
+            gating_norm="none",
+        ),
         point_head=PointHeadConfig(
             pe=PositionalEncodingConfig(num_frequencies=8), hidden=[8], train_points=64, test_points=64
         ),

@@ -35,7 +35,15 @@ def tiny_pack(tmp_path_factory):
     cfg = ModelConfig(
         num_classes=9,
         backbone=BackboneConfig(features=[4, 8, 8, 8, 8, 4]),
-        features=SMoEConfig(expert_dim=8, gating_widths=[8], fusion_widths=[8], out_dim=8),
+        features=SMoEConfig(
+            expert_dim=8,
+            gating_widths=[8],
+            fusion_widths=[8],
+            out_dim=8,
+            gating="pointwise",
+            gating_kernel=1,
+            gating_norm="none",
+        ),
         point_head=PointHeadConfig(hidden=[8], test_points=256),
     )
     return save_model_pack(

@@ -29,7 +29,15 @@ def _pack(tmp_path, backbone: str):
             num_heads=4,
             feature_size=8,
         ),
-        features=SMoEConfig(expert_dim=8, out_dim=8, fusion_widths=[8], gating_widths=[8]),
+        features=SMoEConfig(
+            expert_dim=8,
+            out_dim=8,
+            fusion_widths=[8],
+            gating_widths=[8],
+            gating="pointwise",
+            gating_kernel=1,
+            gating_norm="none",
+        ),
         point_head=PointHeadConfig(hidden=[16], test_points=300, subdivision_steps=1),
     )
     torch.manual_seed(0)

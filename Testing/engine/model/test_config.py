@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from morse.config import ModelConfig, from_dict, load_experiment
+from morse.config import ExperimentConfig, ModelConfig, from_dict, load_experiment, load_yaml_tree, to_dict
 from morse.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -25,6 +25,50 @@ def test_presets_state_what_the_paper_and_the_code_do():
     fast = load_experiment(CONFIGS / "presets" / "fast.yaml")
     assert fast.model.features.gating == "pointwise"
     assert fast.loss == paper.loss and fast.model.features.routing == paper.model.features.routing
+
+
+def test_dataclass_defaults_are_the_paper_preset():
+    assert to_dict(ExperimentConfig()) == to_dict(load_experiment(CONFIGS / "presets" / "paper.yaml"))
+    assert load_yaml_tree(CONFIGS / "presets" / "paper.yaml") == {}  # so the file has nothing to state
+
+
+def _leaves(tree: dict, prefix: tuple = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+@pytest.mark.parametrize("name", ["fast", "reference"])
+def test_presets_state_only_how_they_differ_from_the_paper(name):
+    import yaml
+
+    raw = yaml.safe_load((CONFIGS / "presets" / f"{name}.yaml").read_text())
+    assert raw.pop("extends") == "paper.yaml"
+    paper = to_dict(ExperimentConfig())
+    for path, value in _leaves(raw):
+        base = paper
+        for key in path:
+            base = base[key]
+        assert value != base, f"{name}.yaml restates the paper's {'.'.join(path)} = {value!r}"
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("model: {features: {gating: pointwise}}", r"gating_kernel 3 has no effect with gating: pointwise"),
+        ("model: {features: {routing: {max_drop: 2}}}", r"max_drop is only read by mode uniform_count"),
+        ("model: {backbone: {img_size: [160, 160]}}", r"img_size has no effect on unet2d"),
+        ("model: {backbone: {num_heads: 4}}", r"num_heads is a transformer setting; unet2d ignores it"),
+        ("data: {augment: {class_shift_hu: {1: [0.0, 100.0]}}}", r"class_shift_hu has no effect while"),
+    ],
+)
+def test_settings_that_the_others_make_ineffective_are_refused(tmp_path, setting, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(setting + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(path)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: p.name)

@@ -24,7 +24,15 @@ def _small_config() -> ModelConfig:
     return ModelConfig(
         num_classes=3,
         backbone=BackboneConfig(features=[4, 8, 8, 16, 16, 4]),
-        features=SMoEConfig(expert_dim=8, out_dim=8, fusion_widths=[8], gating_widths=[8]),
+        features=SMoEConfig(
+            expert_dim=8,
+            out_dim=8,
+            fusion_widths=[8],
+            gating_widths=[8],
+            gating="pointwise",
+            gating_kernel=1,
+            gating_norm="none",
+        ),
         point_head=PointHeadConfig(hidden=[16], test_points=64),
     )
 

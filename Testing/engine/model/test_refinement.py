@@ -14,7 +14,15 @@ def _model(dims: int, test_points: int, steps: int) -> MorseModel:
     cfg = ModelConfig(
         num_classes=4,
         backbone=backbone,
-        features=SMoEConfig(expert_dim=8, out_dim=8, fusion_widths=[8], gating_widths=[8]),
+        features=SMoEConfig(
+            expert_dim=8,
+            out_dim=8,
+            fusion_widths=[8],
+            gating_widths=[8],
+            gating="pointwise",
+            gating_kernel=1,
+            gating_norm="none",
+        ),
         point_head=PointHeadConfig(hidden=[16, 16], test_points=test_points, subdivision_steps=steps),
     )
     return MorseModel(cfg).eval()

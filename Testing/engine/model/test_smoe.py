@@ -18,6 +18,7 @@ def _experts(spec, batch=2):
 
 
 def _smoe(spec, dims, **kw):
+    kw = {"gating": "pointwise", "gating_kernel": 1, "gating_norm": "none", **kw}
     cfg = SMoEConfig(expert_dim=16, gating_widths=[16], fusion_widths=[16], out_dim=8, **kw)
     return SMoE(spec[0], cfg, dims).eval()
 
