@@ -49,6 +49,7 @@ leaves every other segment alone. With ``replaceExisting=True`` the organ segmen
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -256,7 +257,7 @@ class SegmentationLogic:
             if progressCallback is not None:
                 progressCallback(stage, overallProgress(stage, fraction))
 
-        options.inputVolume = self.resolveInputVolume(options.inputVolume)  # before anything is installed
+        options.inputVolume = self.resolveInputVolume(options.inputVolume)  # before anything is installed (own copy)
         report("checking dependencies", 0.0)
         self.dependencies.ensure()
         report("reading input", 0.0)
@@ -388,10 +389,11 @@ class SegmentationLogic:
         """Start a segmentation in the warm worker and return at once; see the module docstring for the contract."""
         if self._run is not None:
             raise RunError("a MORSE segmentation is already running; cancel it or wait for it to finish")
-        options.inputVolume = self.resolveInputVolume(options.inputVolume)  # before anything is installed
+        inputVolume = self.resolveInputVolume(options.inputVolume)  # before anything is installed
         self.dependencies.ensure()
-        options.mapsAsUint8 = options.mapsAsUint8 and self.mapsAsUint8
-        request = self.captureRequest(options)
+        request = self.captureRequest(
+            dataclasses.replace(options, inputVolume=inputVolume, mapsAsUint8=options.mapsAsUint8 and self.mapsAsUint8)
+        )
         if self._worker is None or not self._worker.isAlive():
             self._worker = self.workerFactory()
         job = WorkerRun(request.volume, request.ijkToRas, worker=self._worker, **_workerArguments(request))
