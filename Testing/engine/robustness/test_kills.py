@@ -148,3 +148,42 @@ def test_a_kill_with_no_earlier_result_leaves_no_case_folder_or_a_complete_one(t
             notes = staging.recover_leftovers(case)
         assert len(notes) == (0 if step == "renamed" else 1)
         assert sorted(p.name for p in case.parent.iterdir()) == (["case"] if step == "renamed" else [])
+
+
+def _locked_write_in_child(case: Path, result, go: int) -> int:
+    """Fork a child that waits for the start signal on ``go`` (a pipe), then locks and writes ``case`` as
+    ``morse segment`` does; its exit status: 0 written, 3 refused by the lock, 1 anything else."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.read(go, 1)
+            with staging.CaseLock(case):
+                staging.recover_leftovers(case)
+                write_case(case, result, np.zeros(SHAPE, np.float32), "ct.nii.gz", overwrite=True)
+            code = 0
+        except Exception as exc:  # the lock's OutputError is the expected refusal
+            code = 3 if "another MORSE run is writing" in str(exc) else 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_two_runs_on_one_case_folder_never_lose_the_result(tmp_path, round_):
+    """Two runs started together on the same case folder: each writes a complete result or is refused by the lock
+    (never both refused), and the folder ends holding one complete result with nothing hidden beside it."""
+    case = tmp_path / "out" / "case"
+    write_case(case, _result(1), np.zeros(SHAPE, np.float32), "old.nii.gz")
+    read, write = os.pipe()
+    results = {_locked_write_in_child(case, _result(2 + n), read): 2 + n for n in range(2)}
+    os.write(write, b"go")  # both children start at once
+    codes = {}
+    for pid, value in results.items():
+        _, status = os.waitpid(pid, 0)
+        codes[value] = os.waitstatus_to_exitcode(status)
+    os.close(read)
+    os.close(write)
+    assert sorted(codes.values()) in ([0, 0], [0, 3]), codes
+    assert any(_is_complete_new(case, _result(value)) for value, code in codes.items() if code == 0)
+    assert sorted(p.name for p in case.parent.iterdir()) == ["case"]
