@@ -319,7 +319,9 @@ def render(btcv: dict | None, registry: list[dict] | None, command: str, sweep: 
         "kidneys are separate labels), and removes an organ whose piece is below its minimum size. It is applied to "
         "the refined "
         "and to the coarse labels alike. Every scan below was segmented once and scored on the same network output "
-        "without and with it. The settings are the model pack's; none was chosen on the test cases.",
+        "without and with it. The settings are the model pack's; none was chosen on the test cases. The shipped "
+        "pack sets per-organ minimum sizes and leaves `min_confidence` at 0 (the confidence rule off) until a "
+        "threshold is chosen on the validation cases (`--confidence-sweep`).",
         "",
         f"Regenerate: `{command}` (the BTCV test cases and the registry scans; `--split "
         f"{VALIDATION_SPLIT}` scores the three validation cases of the training split instead, `--confidence-sweep "
