@@ -150,10 +150,11 @@ def output_bytes_per_voxel(
 
 
 def writing_bytes(voxels: int, num_experts: int, gating: bool, uncertainty: bool, map_bytes: int) -> int:
-    """Scratch of :func:`morse.inference.outputs.write_case` beyond the outputs it writes: the measured constant and
-    per-voxel share (see :data:`WRITE_BYTES_PER_VOXEL`), plus the uint8 copy of the largest float32 map when the maps
+    """Scratch of :func:`morse.inference.outputs.write_case` beyond the outputs it writes: the measured constant (the
+    deflate chunks in flight, never more than a small volume's own data) and per-voxel share (see
+    :data:`WRITE_BYTES_PER_VOXEL`), plus the uint8 copy of the largest float32 map when the maps
     are float32 (the files store them as uint8 levels, converted once)."""
-    scratch = WRITE_FIXED_BYTES + WRITE_BYTES_PER_VOXEL * voxels
+    scratch = min(WRITE_FIXED_BYTES, WRITE_BYTES_PER_VOXEL * voxels) + WRITE_BYTES_PER_VOXEL * voxels  # chunks ≤ data
     if map_bytes > 1:
         scratch += voxels * (num_experts if gating else 1 if uncertainty else 0)
     return int(scratch)

@@ -168,7 +168,9 @@ def test_memory_plan_refuses_what_cannot_fit(rings, monkeypatch):
                         uncertainty=True)  # fmt: skip
     assert str(err.value) == (
         f"input: segmenting this 12×64×64 volume needs about {memory.size_text(e.peak)} of memory (input 0.197 MB, "
-        f"prepared copy 0.197 MB, full-resolution outputs 1.38 MB, working {memory.size_text(e.working)}) but only "
+        f"prepared copy 0.197 MB, full-resolution outputs 1.38 MB, working {memory.size_text(e.working)}; after the "
+        f"network: post-processing {memory.size_text(e.phases['postprocessing'])}, writing the files "
+        f"{memory.size_text(e.phases['writing'])}) but only "
         f"1 MB is available. Turn off the gating maps (--no-gating; 0.983 MB); the uncertainty map "
         f"(--no-uncertainty; 0.197 MB); crop the volume to the region of interest, or use a computer with more memory."
     )
