@@ -52,6 +52,20 @@ class TrainResult:
     wall_time_s: float = 0.0
 
 
+@dataclass
+class _TrainingState:
+    """What one training session carries from step to step (besides the step count and the history)."""
+
+    model: MorseModel
+    optimizer: torch.optim.Optimizer
+    loss_fn: MorseLoss
+    data_gen: torch.Generator  # patches and augmentation (CPU)
+    model_gen: torch.Generator  # routing and point selection (training device)
+    memory_format: torch.memory_format | None
+    hu_scale: float | None  # normalised units per Hounsfield unit (CT window only)
+    use_amp: bool
+
+
 def _optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "adamw":
@@ -119,7 +133,34 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:  # written first, so that the seed and settings of a stopped or crashed run are on record
             _write_config(self.out_dir, cfg)
-        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        state = self._new_state()
+        ckpt_path = self.out_dir / "checkpoint.pt"
+        start_step, history = self._restore(ckpt_path, state) if self.resume else (0, [])
+        net = wrap_model(state.model, self.device, self.dist)
+        sampler = PatchSampler(self.volumes, cfg.data.patch_size, cfg.data.foreground_fraction, state.data_gen)
+        progress = _progress(start_step, t.iterations, self.dist.is_main)
+        state.model.train()
+        step_times: list[float] = []
+        for step in range(start_step, stop):
+            tick = time.perf_counter()
+            lr, losses = self._train_step(step, net, sampler, state)
+            step_times.append(time.perf_counter() - tick)
+            if (step + 1) % t.log_every == 0 or step + 1 == t.iterations:
+                history.append(self._log_row(step, lr, losses, step_times, progress))
+                step_times = []
+            if progress is not None:
+                progress.update(1)
+            if (step + 1) % t.checkpoint_every == 0 or step + 1 == stop:
+                self._checkpoint(ckpt_path, state.model, state.optimizer, step + 1, history, state.data_gen,
+                                 state.model_gen)  # fmt: skip
+        if progress is not None:
+            progress.close()
+        return self._finish(state.model, history, stop, start_time)
+
+    def _new_state(self) -> _TrainingState:
+        """Model (seeded: identical initial weights on every rank), per-rank random streams, optimizer, loss."""
+        cfg, t = self.cfg, self.cfg.train
+        torch.manual_seed(t.seed)
         model = MorseModel(cfg.model)
         if cfg.model.backbone.pretrained and not self.resume:  # on resume the checkpoint holds the weights
             _load_pretrained(model, cfg.model.backbone.pretrained)
@@ -130,76 +171,79 @@ class Trainer:
         model_gen = torch.Generator(device=self.device).manual_seed(t.seed + 7919 * (self.dist.rank + 1))
         data_gen = torch.Generator().manual_seed(t.seed + 104729 * (self.dist.rank + 1))
         model.set_generator(model_gen)
-        optimizer = _optimizer(model, cfg)
-        loss_fn = MorseLoss(cfg.loss)
-        start_step, history = 0, []
-        ckpt_path = self.out_dir / "checkpoint.pt"
-        if self.resume:
-            if not ckpt_path.is_file():
-                raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
-            state = load_checkpoint(ckpt_path, model, optimizer, map_location=self.device)
-            start_step, history = state["step"], state["history"]
-            saved = (rank_state(state["data_generator"], self.dist), rank_state(state["model_generator"], self.dist))
-            if saved[0] is None or saved[1] is None:  # more ranks than wrote the checkpoint: fresh streams for these
-                log.warning(
-                    "resuming with more processes than the run had: rank %d starts new random streams", self.dist.rank
-                )
-            else:
-                data_gen.set_state(saved[0])
-                model_gen.set_state(saved[1])
-            # dropout draws from torch's global generator: restore it too, so a resumed run is bit-exact
-            global_state = rank_state(state.get("torch_generator", []), self.dist)
-            if global_state is not None:
-                torch.set_rng_state(global_state)
-        net = wrap_model(model, self.device, self.dist)
-        sampler = PatchSampler(self.volumes, cfg.data.patch_size, cfg.data.foreground_fraction, data_gen)
         intensity = cfg.preprocessing.intensity
-        hu_scale = 1.0 / (intensity.high - intensity.low) if intensity.mode == "window" else None
-        use_amp = t.amp and self.device.type == "cuda"
-        progress = _progress(start_step, t.iterations, self.dist.is_main)
-        model.train()
-        step_times: list[float] = []
-        for step in range(start_step, stop):
-            tick = time.perf_counter()
-            lr = poly_lr(step, t.iterations, t.lr, t.end_lr, t.poly_power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = sampler.sample(t.batch_size)
-            x, y = augment_batch(x, y, cfg.data.augment, data_gen, hu_scale)
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if memory_format is not None:
-                x = x.contiguous(memory_format=memory_format)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                outputs = net(x)
-            losses = loss_fn(outputs, y, step, t.iterations)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            step_times.append(time.perf_counter() - tick)
-            total = float(losses["total"].detach())
-            if not math.isfinite(total):
-                raise RuntimeError(f"training diverged at iteration {step}: loss {total}")
-            if (step + 1) % t.log_every == 0 or step + 1 == t.iterations:
-                row = {"step": step + 1, "lr": lr, "step_time_s": sum(step_times) / len(step_times)}
-                row.update({k: float(reduce_mean(v.detach(), self.dist)) for k, v in losses.items()})
-                history.append(row)
-                step_times = []
-                if progress is not None:
-                    progress.set_postfix(loss=f"{row['total']:.4f}", lr=f"{lr:.2e}")
-            if progress is not None:
-                progress.update(1)
-            if (step + 1) % t.checkpoint_every == 0 or step + 1 == stop:
-                self._checkpoint(ckpt_path, model, optimizer, step + 1, history, data_gen, model_gen)
+        return _TrainingState(
+            model=model,
+            optimizer=_optimizer(model, cfg),
+            loss_fn=MorseLoss(cfg.loss),
+            data_gen=data_gen,
+            model_gen=model_gen,
+            memory_format=memory_format,
+            hu_scale=1.0 / (intensity.high - intensity.low) if intensity.mode == "window" else None,
+            use_amp=t.amp and self.device.type == "cuda",
+        )
+
+    def _restore(self, ckpt_path: Path, state: _TrainingState) -> tuple[int, list[dict[str, float]]]:
+        """Weights, optimizer and every random stream from the checkpoint; returns (next step, history)."""
+        if not ckpt_path.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
+        saved = load_checkpoint(ckpt_path, state.model, state.optimizer, map_location=self.device)
+        streams = (rank_state(saved["data_generator"], self.dist), rank_state(saved["model_generator"], self.dist))
+        if streams[0] is None or streams[1] is None:  # more ranks than wrote the checkpoint: fresh streams for these
+            log.warning(
+                "resuming with more processes than the run had: rank %d starts new random streams", self.dist.rank
+            )
+        else:
+            state.data_gen.set_state(streams[0])
+            state.model_gen.set_state(streams[1])
+        # dropout draws from torch's global generator: restore it too, so a resumed run is bit-exact
+        global_state = rank_state(saved.get("torch_generator", []), self.dist)
+        if global_state is not None:
+            torch.set_rng_state(global_state)
+        return saved["step"], saved["history"]
+
+    def _train_step(
+        self, step: int, net: torch.nn.Module, sampler: PatchSampler, state: _TrainingState
+    ) -> tuple[float, dict[str, torch.Tensor]]:
+        """One optimisation step on a fresh augmented batch; returns (learning rate, losses)."""
+        cfg, t = self.cfg, self.cfg.train
+        lr = poly_lr(step, t.iterations, t.lr, t.end_lr, t.poly_power)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = sampler.sample(t.batch_size)
+        x, y = augment_batch(x, y, cfg.data.augment, state.data_gen, state.hu_scale)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if state.memory_format is not None:
+            x = x.contiguous(memory_format=state.memory_format)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=state.use_amp):
+            outputs = net(x)
+        losses = state.loss_fn(outputs, y, step, t.iterations)
+        state.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), t.grad_clip)
+        state.optimizer.step()
+        total = float(losses["total"].detach())
+        if not math.isfinite(total):
+            raise RuntimeError(f"training diverged at iteration {step}: loss {total}")
+        return lr, losses
+
+    def _log_row(self, step: int, lr: float, losses: dict, step_times: list[float], progress) -> dict[str, float]:
+        """The metrics.csv row of ``step``: losses averaged over the ranks, mean step time since the last row."""
+        row = {"step": step + 1, "lr": lr, "step_time_s": sum(step_times) / len(step_times)}
+        row.update({k: float(reduce_mean(v.detach(), self.dist)) for k, v in losses.items()})
         if progress is not None:
-            progress.close()
+            progress.set_postfix(loss=f"{row['total']:.4f}", lr=f"{lr:.2e}")
+        return row
+
+    def _finish(self, model: MorseModel, history: list[dict], stop: int, start_time: float) -> TrainResult:
+        """Common BatchNorm statistics, metrics.csv and loss.png, and the model pack once the last step is done."""
         sync_buffers(model, self.dist)  # BatchNorm statistics of the last forward pass differ per rank: keep rank 0's
         wall = time.perf_counter() - start_time
         pack_dir = None
         if self.dist.is_main:
             _write_history(self.out_dir, history)
-            if stop == t.iterations:
+            if stop == self.cfg.train.iterations:
                 pack_dir = self._write_pack(model, history, wall)
         barrier(self.dist)
         model.eval()
