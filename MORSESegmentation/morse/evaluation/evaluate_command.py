@@ -124,15 +124,12 @@ def evaluate(
     postprocess: the anatomical post-processing of both outputs (None: as the model pack says).
     """
     from ..data.convert import resolve_dataset
-    from ..data.readers import load_case, read_dataset, select_split
+    from ..data.readers import load_case, read_dataset
     from ..inference.pipeline import segment_volume
 
     data_path = resolve_dataset(data)
     all_cases = read_dataset(data_path)
-    cases = select_split(all_cases, split)
-    if not cases:
-        splits = sorted({c.split or "unspecified" for c in all_cases})
-        raise DataError(f"{data}: split {split!r} has no cases (the dataset has: {', '.join(splits)}); use --split")
+    cases = _split_cases(data, all_cases, split)
     pack = _load_pack(model)
     model_labels = list(getattr(pack, "labels", None) or [])
     dataset_names = _dataset_label_names(data_path, all_cases)
@@ -152,10 +149,7 @@ def evaluate(
         if label is None:
             log.warning("case %s has no reference label; skipped", case.name)
             continue
-        if image.ndim == 4:
-            if image.shape[0] != 1:
-                raise InputError(f"case {case.name} has {image.shape[0]} channels; MORSE models take one")
-            image = image[0]
+        image = _single_channel(image, case.name)
         log.info("[%d/%d] %s %s", n, len(cases), case.name, "×".join(map(str, image.shape)))
         result = segment_volume(
             image,
@@ -171,7 +165,6 @@ def evaluate(
         postprocessed = bool(getattr(result, "postprocess", {}).get("enabled"))
         if pairs is None:
             pairs = match_labels(result.labels_info, dataset_names)
-        classes = {data_value: name for name, _, data_value in pairs}
         spacing = spacing_kji(ijk_to_ras)
         entry = {
             "case": case.name,
@@ -181,32 +174,19 @@ def evaluate(
             "timings_s": result.timings,
             "messages": result.messages,
         }
+        scored = _score_outputs(result, label, pairs, spacing, [(units, convention), *extra], case.name)
         for output in OUTPUTS:
-            pred = recode(result.labels if output == "refined" else result.coarse_labels, pairs)
-            cm = compute_metrics(
-                pred, label, classes, spacing=spacing, units=units, convention=convention, name=case.name
-            )
-            metrics[output].append(cm)
-            entry[output] = cm.to_dict()
-            for key, scored in extra.items():
-                u, c = key.split("/")
-                scored[output].append(
-                    compute_metrics(pred, label, classes, spacing=spacing, units=u, convention=c, name=case.name)
-                )
+            metrics[output].append(scored[(units, convention)][output])
+            entry[output] = scored[(units, convention)][output].to_dict()
+            for key, variant in extra.items():
+                variant[output].append(scored[key][output])
         entry["changed_voxels"] = int(np.count_nonzero(result.labels != result.coarse_labels))
         per_case.append(entry)
     if not per_case:
         raise DataError(f"{data}: no case of split {split!r} has a reference label; nothing to evaluate")
 
     class_names = [name for name, _, _ in pairs]
-
-    def summaries_of(scored: dict[str, list[CaseMetrics]]) -> dict[str, dict]:
-        out = {o: summarize(scored[o], class_names) for o in OUTPUTS}
-        for o in OUTPUTS:
-            out[o]["mean_dsc_all_organs"] = dsc_all_organs(scored[o], class_names)
-        return out
-
-    summaries = summaries_of(metrics)
+    summaries = _summaries(metrics, class_names)
     return {
         "model": {"spec": model, "id": model_id, "version": model_version},
         "data": {
@@ -224,11 +204,57 @@ def evaluate(
         "postprocess": postprocessed,
         "classes": [{"name": n, "model_value": mv, "dataset_value": dv} for n, mv, dv in pairs],
         "summary": summaries,
-        "variants": {key: summaries_of(scored) for key, scored in extra.items()},
+        "variants": {key: _summaries(scored, class_names) for key, scored in extra.items()},
         "per_case": per_case,
         "wall_time_s": time.perf_counter() - t0,
         "_case_metrics": metrics,
     }
+
+
+def _split_cases(data: str, all_cases: list, split: str) -> list:
+    """The cases of ``split``; a split without cases is an error that names the splits there are."""
+    from ..data.readers import select_split
+
+    cases = select_split(all_cases, split)
+    if not cases:
+        splits = sorted({c.split or "unspecified" for c in all_cases})
+        raise DataError(f"{data}: split {split!r} has no cases (the dataset has: {', '.join(splits)}); use --split")
+    return cases
+
+
+def _single_channel(image: np.ndarray, case: str) -> np.ndarray:
+    """``(K, J, I)`` from a case image that may carry a leading channel axis of one."""
+    if image.ndim == 4:
+        if image.shape[0] != 1:
+            raise InputError(f"case {case} has {image.shape[0]} channels; MORSE models take one")
+        image = image[0]
+    return image
+
+
+def _score_outputs(result, label: np.ndarray, pairs, spacing, scorings, case: str) -> dict:
+    """``{(units, convention): {output: CaseMetrics}}`` of the coarse and refined labels of one case.
+
+    ``pairs``: ``(name, model value, dataset value)`` per class; the predictions are recoded to the dataset's values.
+    ``scorings``: ``(units, convention)`` pairs, or ``"units/convention"`` keys.
+    """
+    classes = {data_value: name for name, _, data_value in pairs}
+    out: dict = {}
+    for output in OUTPUTS:
+        pred = recode(result.labels if output == "refined" else result.coarse_labels, pairs)
+        for scoring in scorings:
+            units, convention = scoring.split("/") if isinstance(scoring, str) else scoring
+            out.setdefault(scoring, {})[output] = compute_metrics(
+                pred, label, classes, spacing=spacing, units=units, convention=convention, name=case
+            )
+    return out
+
+
+def _summaries(scored: dict[str, list[CaseMetrics]], class_names: list[str]) -> dict[str, dict]:
+    """:func:`morse.metrics.summarize` of each output, with the literature's mean DSC over all organs."""
+    out = {o: summarize(scored[o], class_names) for o in OUTPUTS}
+    for o in OUTPUTS:
+        out[o]["mean_dsc_all_organs"] = dsc_all_organs(scored[o], class_names)
+    return out
 
 
 def _dataset_meta(data_path: Path) -> dict:
