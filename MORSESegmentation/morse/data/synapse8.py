@@ -5,9 +5,10 @@ kidney, 5 liver, 6 pancreas, 7 spleen, 8 stomach; 0 background) — see ``docs/m
 
 Colours are those of 3D Slicer's ``GenericAnatomyColors`` table for the same organs (RGB scaled to 0..1), except
 where that table would make two of these organs look alike: it gives both kidneys one colour and the stomach almost
-the liver's (5/255 apart), so the right kidney is light blue and the stomach pale yellow. Terminology: SNOMED-CT, category "Anatomical Structure" (123037004) and one type per
-organ. The kidneys are coded as Slicer's anatomy list codes them: type "Kidney" (64033007) with the laterality
-modifier "Left" (7771000) or "Right" (24028007), so the Segment Editor's terminology selector finds them.
+the liver's (5/255 apart), so the right kidney is light blue and the stomach pale yellow. Terminology: SNOMED-CT,
+category "Anatomical Structure" (123037004) and one type per organ. The kidneys are coded as Slicer's anatomy list
+codes them: type "Kidney" (64033007) with the laterality modifier "Left" (7771000) or "Right" (24028007), so the
+Segment Editor's terminology selector finds them.
 """
 
 from __future__ import annotations
@@ -28,14 +29,55 @@ def _rgb(r: int, g: int, b: int) -> tuple[float, float, float]:
 
 
 SYNAPSE8: list[LabelInfo] = [
-    LabelInfo(1, "aorta", _rgb(224, 97, 76), ANATOMICAL_STRUCTURE, ("SCT", "15825003", "Aorta")),
-    LabelInfo(2, "gallbladder", _rgb(139, 150, 98), ANATOMICAL_STRUCTURE, ("SCT", "28231008", "Gallbladder")),
-    LabelInfo(3, "kidney_left", _rgb(185, 102, 83), ANATOMICAL_STRUCTURE, KIDNEY, LEFT),
-    LabelInfo(4, "kidney_right", _rgb(118, 171, 216), ANATOMICAL_STRUCTURE, KIDNEY, RIGHT),
-    LabelInfo(5, "liver", _rgb(221, 130, 101), ANATOMICAL_STRUCTURE, ("SCT", "10200004", "Liver")),
-    LabelInfo(6, "pancreas", _rgb(249, 180, 111), ANATOMICAL_STRUCTURE, ("SCT", "15776009", "Pancreas")),
-    LabelInfo(7, "spleen", _rgb(157, 108, 162), ANATOMICAL_STRUCTURE, ("SCT", "78961009", "Spleen")),
-    LabelInfo(8, "stomach", _rgb(255, 230, 130), ANATOMICAL_STRUCTURE, ("SCT", "69695003", "Stomach")),
+    LabelInfo(
+        value=1, name="aorta", color=_rgb(224, 97, 76), category=ANATOMICAL_STRUCTURE, type=("SCT", "15825003", "Aorta")
+    ),
+    LabelInfo(
+        value=2,
+        name="gallbladder",
+        color=_rgb(139, 150, 98),
+        category=ANATOMICAL_STRUCTURE,
+        type=("SCT", "28231008", "Gallbladder"),
+    ),
+    LabelInfo(
+        value=3, name="kidney_left", color=_rgb(185, 102, 83), category=ANATOMICAL_STRUCTURE, type=KIDNEY, modifier=LEFT
+    ),
+    LabelInfo(
+        value=4,
+        name="kidney_right",
+        color=_rgb(118, 171, 216),
+        category=ANATOMICAL_STRUCTURE,
+        type=KIDNEY,
+        modifier=RIGHT,
+    ),
+    LabelInfo(
+        value=5,
+        name="liver",
+        color=_rgb(221, 130, 101),
+        category=ANATOMICAL_STRUCTURE,
+        type=("SCT", "10200004", "Liver"),
+    ),
+    LabelInfo(
+        value=6,
+        name="pancreas",
+        color=_rgb(249, 180, 111),
+        category=ANATOMICAL_STRUCTURE,
+        type=("SCT", "15776009", "Pancreas"),
+    ),
+    LabelInfo(
+        value=7,
+        name="spleen",
+        color=_rgb(157, 108, 162),
+        category=ANATOMICAL_STRUCTURE,
+        type=("SCT", "78961009", "Spleen"),
+    ),
+    LabelInfo(
+        value=8,
+        name="stomach",
+        color=_rgb(255, 230, 130),
+        category=ANATOMICAL_STRUCTURE,
+        type=("SCT", "69695003", "Stomach"),
+    ),
 ]
 
 ORGANS: tuple[str, ...] = tuple(info.name for info in SYNAPSE8)
