@@ -225,7 +225,12 @@ def choose(val: PartResult) -> dict:
 
 
 def low_confidence_threshold(components: list[dict]) -> float:
-    """Organ flag: below the smallest confidence of a real (not invented) validation component, rounded down to
-    0.01 — so that no real organ of the validation cases is flagged."""
+    """Organ flag: the confidence cut (0.01 steps) that best separates the invented validation components from the
+    real ones (largest true-positive minus false-positive rate; the lowest such cut)."""
+    invented = [c["confidence"] for c in components if c["invented"]]
     real = [c["confidence"] for c in components if not c["invented"]]
-    return math.floor(100 * min(real)) / 100 if real else 0.9
+    if not invented or not real:
+        return 0.5
+    cuts = [k / 100 for k in range(1, 100)]
+    gain = [np.mean([v < t for v in invented]) - np.mean([v < t for v in real]) for t in cuts]
+    return cuts[int(np.argmax(gain))]
