@@ -91,3 +91,39 @@ def test_segment_prints_intended_use_and_writes_the_report(trained_rings, tmp_pa
     assert main([*args, "--overwrite"]) == 0
     summary = json.loads((tmp_path / "o" / "c" / "summary.json").read_text())
     assert summary["postprocess"]["enabled"] is True and set(summary["confidence"]) == set(summary["found"])
+
+
+def test_confidence_rule_labels_do_not_depend_on_the_maps_asked_for(trained_rings, tmp_path):
+    """A pack with min_confidence: the pipeline computes the uncertainty map for the rule when it was not asked for,
+    drops it afterwards, and the labels are those of the rule applied to the network's own map."""
+    from morse.inference.anatomy import is_hounsfield, postprocess_volume, settings_from_pack
+    from morse.inference.pipeline import segment_volume
+    from morse.modelpack import load_model_pack
+
+    _, pack = trained_rings
+    image, _ = ring_slices(6, seed=5)
+    m = ijk_to_ras_from_lps((0.0, 0.0, 0.0), (1.0, 1.0, 2.0), np.eye(3).ravel())
+    raw = segment_volume(image, m, model=pack, device="cpu", gating=False, uncertainty=True, postprocess=False)
+    confidence = sorted(raw.confidence().values())
+    assert confidence, "the ring model finds nothing"
+    threshold = (confidence[0] + confidence[-1]) / 2 if confidence[-1] - confidence[0] > 0.01 else confidence[-1] + 1e-3
+    copy = tmp_path / "pack"
+    copy.mkdir()
+    for f in pack.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((copy / "model.json").read_text())
+    meta.setdefault("inference", {})["postprocess"] = {"min_confidence": threshold, "default_min_ml": 0.0}
+    (copy / "model.json").write_text(json.dumps(meta))
+    loaded = load_model_pack(copy)
+    with_map = segment_volume(image, m, model=loaded, device="cpu", gating=False, uncertainty=True)
+    without = segment_volume(image, m, model=loaded, device="cpu", gating=False, uncertainty=False)
+    assert without.uncertainty is None and with_map.uncertainty is not None
+    assert np.array_equal(with_map.labels, without.labels)
+    expected = raw.labels.copy()
+    post = postprocess_volume(image, m, [expected], loaded.labels, settings_from_pack(loaded),
+                              hounsfield=is_hounsfield(loaded.preprocessing.intensity),
+                              uncertainty=raw.uncertainty)  # fmt: skip
+    assert np.array_equal(without.labels, expected)
+    dropped = sum(c.low_confidence_ml for c in post.changes.values())
+    assert dropped > 0 and not np.array_equal(expected, raw.labels)  # the rule did remove something
+    assert without.postprocess["removed"] == {k: c.to_dict() for k, c in post.changes.items()}
