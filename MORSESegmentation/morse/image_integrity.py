@@ -32,9 +32,19 @@ _NIFTI_SIZES = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8,
 
 def refuse_blocking_data(path: Path) -> None:
     """Raise :class:`InputError` if the header file ``path`` names a data file that is not a regular file (ITK opens
-    it even to read the header, and a pipe would block it for ever)."""
-    if path.name.lower().endswith((".nhdr", ".mhd")):
+    it even to read the header, and a pipe would block it for ever), or is a NIfTI file ITK would crash on (see
+    :func:`_refuse_scaled_vector`)."""
+    name = path.name.lower()
+    if name.endswith((".nhdr", ".mhd")):
         _check_detached_data(path)
+    elif name.endswith((".nii", ".nii.gz")):
+        try:
+            with (gzip.open if name.endswith(".gz") else open)(path, "rb") as f:
+                header = f.read(348)
+        except (OSError, EOFError, zlib.error):
+            return  # a damaged stream: check_image_file says so
+        if len(header) == 348 and 348 in (struct.unpack("<i", header[:4])[0], struct.unpack(">i", header[:4])[0]):
+            _refuse_scaled_vector(header, path)
 
 
 def check_image_file(path: Path) -> None:
@@ -99,6 +109,25 @@ def _check_nifti(path: Path) -> None:
         raise InputError(
             f"{path}: {bad} voxels are NaN or infinite; MORSE needs finite intensities. Replace them (e.g. by the "
             f"scan's background value) and try again"
+        )
+
+
+def _refuse_scaled_vector(header: bytes, path: Path) -> None:
+    """ITK (SimpleITK 2.5) overruns its buffer and aborts the process when it reads a multi-component NIfTI of integer
+    voxels with an intensity scale: refuse it before ITK sees it."""
+    order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+    dims = struct.unpack(order + "8h", header[40:56])
+    datatype = struct.unpack(order + "h", header[70:72])[0]
+    slope, inter = struct.unpack(order + "ff", header[112:120])
+    components = 1
+    for d in dims[5 : dims[0] + 1]:
+        components *= max(int(d), 1)
+    scaled = slope not in (0.0, 1.0) or inter != 0.0
+    if dims[0] >= 5 and components > 1 and datatype not in _NIFTI_FLOATS and scaled:
+        raise InputError(
+            f"{path}: a NIfTI image with {components} values per voxel and an intensity scale (scl_slope {slope:g}, "
+            f"scl_inter {inter:g}), which ITK cannot read safely; MORSE segments one scalar volume: save a single "
+            f"component, or the data without the scale"
         )
 
 

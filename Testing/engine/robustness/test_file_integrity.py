@@ -98,3 +98,19 @@ def test_header_whose_data_file_is_a_pipe_is_refused_without_blocking(tmp_path, 
         )
     with pytest.raises(InputError, match="is not a regular file"):
         read_image(header)
+
+
+@pytest.mark.parametrize("name", ["scaled.nii", "scaled.nii.gz"])
+def test_scaled_multi_component_nifti_is_refused_before_itk_aborts(tmp_path, name):
+    """SimpleITK 2.5 aborts the whole process (a heap overrun) reading integer vector NIfTI with scl_slope ≠ 1."""
+    import struct
+
+    from morse.nifti_writer import nifti_header
+
+    header = bytearray(nifti_header((4, 5, 6), np.uint8, np.eye(4), components=3))
+    struct.pack_into("<f", header, 112, 1 / 255)  # scl_slope
+    data = bytes(header) + np.ones((3, 4, 5, 6), np.uint8).tobytes()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(InputError, match=r"3 values per voxel and an intensity scale \(scl_slope 0.00392157"):
+        read_image(path)
