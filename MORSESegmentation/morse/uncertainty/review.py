@@ -277,6 +277,9 @@ def write_review(folder: Path, review: dict) -> list[Path]:
     return written
 
 
+REVIEW_FILES = ("review.json", "review.csv")  # written by ``morse segment`` beside the outputs
+
+
 def write_review_files(folder: Path, result, input_path: str, pack) -> list[Path]:
     """``review.json`` and ``review.csv`` of ``result`` in its case folder (``morse segment``); settings from the
     pack's calibration."""

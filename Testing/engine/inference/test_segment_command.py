@@ -10,6 +10,7 @@ from morse.cli import main
 from morse.geometry import ijk_to_ras_from_lps
 from morse.imageio import read_image, write_image
 from morse.inference.outputs import OUTPUT_FILES
+from morse.uncertainty.review import REVIEW_FILES
 from synthetic import ring_slices
 
 
@@ -29,7 +30,7 @@ def test_writes_every_output_on_the_input_grid(trained_rings, ct_file, tmp_path,
     assert main(["segment", str(path), "-o", str(out), "--model", str(pack), "--device", "cpu", "--no-postprocess"]) \
         == 0  # fmt: skip
     case = out / "case01"
-    assert sorted(p.name for p in case.iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in case.iterdir()) == sorted(OUTPUT_FILES + REVIEW_FILES)
     for name in OUTPUT_FILES:
         if name.endswith((".nii.gz", ".nrrd")):
             img = read_image(case / name)
