@@ -16,6 +16,7 @@ from morse.inference import outputs as outputs_module
 from morse.inference.outputs import OUTPUT_FILES, write_case
 from morse.inference.result import SegmentationResult
 from morse.labels import LabelInfo
+from morse.uncertainty.review import REVIEW_FILES
 from synthetic import ring_slices
 
 
@@ -145,8 +146,8 @@ def test_cli_existing_output_and_several_inputs(trained_rings, two_inputs, tmp_p
     assert (out / "good" / "my-notes.txt").exists() and not (out / "bad").exists()
     # with --overwrite: the unreadable case is reported, the good one written, exit status 1 (some failed)
     assert main(["segment", str(bad), str(good), "-o", str(out), "--overwrite", *model]) == 1
-    assert sorted(p.name for p in (out / "good").iterdir()) == sorted(OUTPUT_FILES)
-    assert _listing(out) == sorted(["good", *(f"good/{n}" for n in OUTPUT_FILES)])
+    assert sorted(p.name for p in (out / "good").iterdir()) == sorted(OUTPUT_FILES + REVIEW_FILES)
+    assert _listing(out) == sorted(["good", *(f"good/{n}" for n in OUTPUT_FILES + REVIEW_FILES)])
 
 
 _WRITE_UNDER_A_SIZE_LIMIT = """

@@ -16,6 +16,7 @@ from morse.errors import InputError
 from morse.geometry import ijk_to_ras_from_lps
 from morse.imageio import case_name, write_image
 from morse.inference.outputs import OUTPUT_FILES
+from morse.uncertainty.review import REVIEW_FILES
 from synthetic import ring_slices
 
 
@@ -90,7 +91,7 @@ def test_dot_input_never_replaces_the_whole_results_folder(tmp_path, model, dico
     before = _hashes(series)
     assert main(["segment", ".", "-o", "../results", "--overwrite", *model]) == 0
     assert (results / "other-case" / "summary.json").read_text(encoding="utf-8") == "{}"
-    assert sorted(p.name for p in (results / "ct7").iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in (results / "ct7").iterdir()) == sorted(OUTPUT_FILES + REVIEW_FILES)
     assert _hashes(series) == before
 
 
