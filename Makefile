@@ -47,12 +47,9 @@ demo: $(VENV)/.stamp-base
 	$(MORSE) fetch-data
 	$(MORSE) segment "$$($(MORSE) fetch-data --path $(DEMO_CASE))" -o $(DEMO_OUT) --model default --overwrite
 
-# The slicer-core tier runs in a process of its own: VTK/MRML objects left by the real-Qt and engine tiers in one
-# long interpreter aborted it (SIGABRT) on CI, while each tier alone passes.
 test: $(VENV)/.stamp-test
 	$(MORSE) fetch-data
-	$(PY) -m pytest $(PYTEST_ARGS) --ignore=Testing/slicer
-	$(PY) -m pytest $(PYTEST_ARGS) Testing/slicer
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # test dependencies too: the Slicer rows run the module logic on slicer-core
 bench: $(VENV)/.stamp-test

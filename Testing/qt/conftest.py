@@ -44,6 +44,16 @@ def realQt(monkeypatch):
     qtHarness.application().processEvents()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def detachPanelsFromScene():
+    """After each module, the combo boxes its panels left behind stop observing the process-wide scene: the
+    slicer-core tier that may follow in the same process must not run Qt code on every node it adds."""
+    yield
+    import slicerWidgets
+
+    slicerWidgets.detachAllFromScenes()
+
+
 @pytest.fixture
 def emptyScene():
     """An empty scene and empty settings before and after the test."""

@@ -14,6 +14,7 @@ Each is a PySide6 widget written for these tests with the part of the C++ widget
 
 from __future__ import annotations
 
+import weakref
 import xml.etree.ElementTree as ET
 
 import pythonQt
@@ -124,8 +125,17 @@ class QMRMLNodeComboBox(QtWidgets.QComboBox):
         self._observations = []
         self._scene = scene
         if scene is not None:
+            # A weak callback: the scene (one per process) must not keep every combo box ever built alive.
+            onEvent = weakref.WeakMethod(self._onSceneEvent)
+
+            def callback(*args, onEvent=onEvent):
+                method = onEvent()
+                if method is not None:
+                    method(*args)
+
             for event in (scene.NodeAddedEvent, scene.NodeRemovedEvent, scene.EndCloseEvent, scene.EndImportEvent):
-                self._observations.append(scene.AddObserver(event, self._onSceneEvent))
+                self._observations.append(scene.AddObserver(event, callback))
+            _attached.add(self)
             tags = list(self._observations)
             # The scene outlives the widget: its observers must go with the widget.
             self.destroyed.connect(lambda *_a, scene=scene, tags=tags: [scene.RemoveObserver(t) for t in tags])
@@ -134,6 +144,16 @@ class QMRMLNodeComboBox(QtWidgets.QComboBox):
     def _onSceneEvent(self, *_args):
         if shiboken6.isValid(self):
             self._refresh()
+        else:
+            self._detach()
+
+    def _detach(self) -> None:
+        if self._scene is not None:
+            for tag in self._observations:
+                self._scene.RemoveObserver(tag)
+        self._observations = []
+        self._scene = None
+        _attached.discard(self)
 
     def _accepts(self, node) -> bool:
         if node.GetHideFromEditors():
@@ -195,6 +215,19 @@ class QMRMLNodeComboBox(QtWidgets.QComboBox):
         if nodeID and index < 0:
             return
         self.setCurrentIndex(index)
+
+
+# Combo boxes observing a scene. In Slicer a module panel lives as long as the application; here panels are built
+# per test, so a tier detaches those it leaves behind before the next tier uses the scene.
+_attached: weakref.WeakSet = weakref.WeakSet()
+
+
+def detachAllFromScenes() -> int:
+    """Remove the scene observers of every combo box still attached; returns how many were attached."""
+    boxes = list(_attached)
+    for box in boxes:
+        box._detach()
+    return len(boxes)
 
 
 class QMRMLSegmentationShow3DButton(QtWidgets.QToolButton):
