@@ -242,13 +242,15 @@ def write_case(
     overwrite: bool = False,
     on_step: StepCallback | None = None,
     threads: int | None = None,
+    extra_files: Callable[[Path], list[Path]] | None = None,
 ) -> Path:
     """Write every output of one case into ``out_dir`` atomically (temporary folder, then an atomic exchange).
 
     ``on_step(name)`` is called after each step: ``"staged"`` (the temporary folder exists), each file name of
     :func:`planned_files` once written and read back, ``"permissions"``, then the steps of
     :func:`morse.staging.publish`. ``threads``: deflate threads (default: the cores, at most
-    :data:`MAX_WRITE_THREADS`).
+    :data:`MAX_WRITE_THREADS`). ``extra_files(folder)`` writes more files of the case (the review list) into the
+    staging folder before anything is published, and returns their paths; each name is then a step.
     """
     out_dir = Path(out_dir)
     step = on_step or (lambda _name: None)
@@ -258,6 +260,8 @@ def write_case(
     try:
         step("staged")
         _write_files(tmp, result, image, input_path, step, threads)
+        for path in extra_files(tmp) if extra_files is not None else []:
+            step(Path(path).name)
         publish_permissions(tmp)
         step("permissions")
         publish(tmp, out_dir, on_step=step)

@@ -79,8 +79,14 @@ def _segment_all(args, pack, out_root: Path, names: list[str]) -> int:
                 name=str(path),
                 maps_uint8=True,  # what the files store; a quarter of the memory of float32 maps
             )
-            out = write_case(out_root / name, result, image.array, str(path), overwrite=args.overwrite)
-            write_review_files(out, result, str(path), pack)
+            out = write_case(
+                out_root / name,
+                result,
+                image.array,
+                str(path),
+                overwrite=args.overwrite,
+                extra_files=lambda folder: write_review_files(folder, result, str(path), pack),  # noqa: B023
+            )
         except MorseError as exc:
             if len(args.inputs) == 1:
                 raise

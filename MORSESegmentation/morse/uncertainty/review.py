@@ -281,15 +281,9 @@ REVIEW_FILES = ("review.json", "review.csv")  # written by ``morse segment`` bes
 
 
 def write_review_files(folder: Path, result, input_path: str, pack) -> list[Path]:
-    """``review.json`` and ``review.csv`` of ``result`` in its case folder (``morse segment``); settings from the
-    pack's calibration."""
-    from ..errors import OutputError
+    """``review.json`` and ``review.csv`` of ``result`` in ``folder``; settings from the pack's calibration.
 
-    review = build_review(result, input_path, settings_from_pack(pack))
-    try:
-        return write_review(folder, review)
-    except OSError as exc:
-        raise OutputError(
-            f"writing the review list into {folder} failed ({exc.strerror or exc}); the segmentation files are "
-            f"written. Free some space and run again"
-        ) from None
+    ``morse segment`` writes them into the staging folder of :func:`morse.inference.outputs.write_case`, so they are
+    published with the segmentation files or not at all; an ``OSError`` is left to that caller to report.
+    """
+    return write_review(folder, build_review(result, input_path, settings_from_pack(pack)))

@@ -133,6 +133,28 @@ def test_cli_interrupted_while_writing_leaves_nothing(trained_rings, two_inputs,
     assert _listing(out) == []
 
 
+def test_cli_review_list_failing_keeps_the_previous_results(trained_rings, two_inputs, tmp_path, monkeypatch, capsys):
+    """The review files are part of the case: a full disk while writing them publishes nothing of the new run."""
+    from morse.uncertainty import review as review_module
+
+    good, _ = two_inputs
+    out = tmp_path / "o"
+    _existing_case(out).rename(out / "good")
+    before = _listing(out)
+    real = review_module.write_review
+
+    def full_disk(folder, review):
+        real(folder, review)  # written into the staging folder, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(review_module, "write_review", full_disk)
+    model = ["--model", str(trained_rings[1]), "--device", "cpu"]
+    assert main(["segment", str(good), "-o", str(out), "--overwrite", *model]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert _listing(out) == before
+    assert (out / "good" / "segmentation.nii.gz").read_bytes() == b"the previous result"
+
+
 def test_cli_existing_output_and_several_inputs(trained_rings, two_inputs, tmp_path, capsys):
     good, bad = two_inputs
     out = tmp_path / "o"
