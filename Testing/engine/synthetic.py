@@ -45,6 +45,19 @@ def ring_volume(n: int = 64, seed: int = 0) -> TrainingVolume:
     return to_model_grid("rings", image, label, LPS_1MM, tiny_experiment().preprocessing, spatial_dims=2)
 
 
+def pointwise_smoe(width: int = 8) -> SMoEConfig:
+    """The smallest SMoE of the fast-preset structure: every layer ``width`` channels, point-wise gating."""
+    return SMoEConfig(
+        expert_dim=width,
+        out_dim=width,
+        fusion_widths=[width],
+        gating_widths=[width],
+        gating="pointwise",
+        gating_kernel=1,
+        gating_norm="none",
+    )
+
+
 def tiny_model_config(num_classes: int = 3, head: str = "implicit", kind: str = "smoe") -> ModelConfig:
     """A small MORSE 2D model (fast-preset structure) that trains in about a minute on two CPU cores."""
     return ModelConfig(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from morse.bench.bench_command import render
 from morse.bench.end_to_end import stage_rows
-from morse.bench.peers import window_count
 from morse.bench.render_budget import acceptable, choose_margin, dice_per_organ, summarize
+from morse.inference.windows import window_count
 
 
 def _volume(seconds, backbone, refine=0.0, gating=0.0, post=1.0, pre=0.2):

@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from ..inference.windows import window_count
+
 PEERS = {
     "segresnet": {
         "label": "MONAI SegResNet (Auto3DSeg)",
@@ -56,17 +58,6 @@ def build_peer(name: str, num_classes: int = NUM_CLASSES) -> torch.nn.Module:
     else:
         raise ValueError(f"unknown peer network {name!r}; one of {sorted(PEERS)}")
     return net.eval()
-
-
-def window_count(shape, roi, overlap: float) -> int:
-    """Windows MONAI's sliding window places over ``shape`` (its scan-interval rule)."""
-    count = 1
-    for size, r in zip(shape, roi):
-        if size <= r:
-            continue
-        step = max(1, int(r * (1 - overlap)))
-        count *= -(-(size - r) // step) + 1
-    return count
 
 
 def _resampled(path: str, spacing_zyx) -> tuple[torch.Tensor, float]:

@@ -40,6 +40,7 @@ from .memory import plan_inference
 from .preprocess import PreparedVolume, crop, pad_to_multiple, prepare, resize
 from .result import SegmentationResult
 from .validation import check_intensities, check_model_grid, validate_volume
+from .windows import window_count
 
 log = logging.getLogger(__name__)
 
@@ -558,12 +559,6 @@ def _sliding_window(x: torch.Tensor, roi, batch: int, predictor, overlap: float)
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _window_count(shape, roi, overlap: float) -> int:
-    """Windows MONAI places over ``shape`` (same rule as its scan intervals)."""
-    steps = [-(-(s - r) // max(1, int(r * (1 - overlap)))) + 1 if s > r else 1 for s, r in zip(shape, roi)]
-    return int(np.prod(steps))
-
-
 def _slabs(depth: int, core: int | None, roi_z: int, start: int = 0) -> list[tuple[int, int, int, int]]:
     """``(a, s, e, b)`` per slab along z, for cores from ``start`` on: the core ``[s, e)`` whose results are kept and
     the extended range ``[a, b)`` (core plus half a window of context per side, at least one window deep) that is
@@ -627,7 +622,7 @@ def _run_volume(
     maps = _ModelGridMaps(tuple(x.shape[2:]), run.refine, run.gating, net.num_experts, uncertainty)
     maps.uncertainty_how = map_settings(run.pack)
     slabs = _slabs(depth, run.slab, roi[0])
-    windows = {"done": 0, "total": sum(_window_count((b - a, *x.shape[3:]), roi, overlap) for a, _, _, b in slabs)}
+    windows = {"done": 0, "total": sum(window_count((b - a, *x.shape[3:]), roi, overlap) for a, _, _, b in slabs)}
 
     def predictor(patch: torch.Tensor):
         run.check_cancel()

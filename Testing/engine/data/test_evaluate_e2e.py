@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from synthetic import pointwise_smoe
 
 pytestmark = pytest.mark.usefixtures("registry_root")
 
@@ -35,15 +36,7 @@ def tiny_pack(tmp_path_factory):
     cfg = ModelConfig(
         num_classes=9,
         backbone=BackboneConfig(features=[4, 8, 8, 8, 8, 4]),
-        features=SMoEConfig(
-            expert_dim=8,
-            gating_widths=[8],
-            fusion_widths=[8],
-            out_dim=8,
-            gating="pointwise",
-            gating_kernel=1,
-            gating_norm="none",
-        ),
+        features=pointwise_smoe(8),
         point_head=PointHeadConfig(hidden=[8], test_points=256),
     )
     return save_model_pack(

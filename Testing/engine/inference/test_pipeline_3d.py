@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
-from morse.config import BackboneConfig, ModelConfig, PointHeadConfig, PreprocessingConfig, SMoEConfig
+from morse.config import BackboneConfig, ModelConfig, PointHeadConfig, PreprocessingConfig
 from morse.geometry import ijk_to_ras_from_lps
 from morse.inference.pipeline import segment_volume
 from morse.labels import LabelInfo
 from morse.model import MorseModel
 from morse.modelpack import save_model_pack
+from synthetic import pointwise_smoe
 
 LABELS = [LabelInfo(1, "a", (1, 0, 0)), LabelInfo(2, "b", (0, 1, 0))]
 ROI = 32
@@ -29,15 +30,7 @@ def _pack(tmp_path, backbone: str):
             num_heads=4,
             feature_size=8,
         ),
-        features=SMoEConfig(
-            expert_dim=8,
-            out_dim=8,
-            fusion_widths=[8],
-            gating_widths=[8],
-            gating="pointwise",
-            gating_kernel=1,
-            gating_norm="none",
-        ),
+        features=pointwise_smoe(8),
         point_head=PointHeadConfig(hidden=[16], test_points=300, subdivision_steps=1),
     )
     torch.manual_seed(0)

@@ -1,23 +1,29 @@
-"""The progress count of 3D windows equals the windows MONAI's sliding-window inference visits."""
+"""The progress count of 3D windows equals the windows MONAI's sliding-window inference really evaluates."""
 
 from __future__ import annotations
 
 import itertools
 
 import pytest
-from monai.data.utils import dense_patch_slices
-from monai.inferers.utils import _get_scan_interval
-from morse.inference.pipeline import _window_count
+import torch
+from monai.inferers import sliding_window_inference
+from morse.inference.windows import window_count
 
 
-def _monai_windows(shape, roi, overlap: float) -> int:
-    image = [max(s, r) for s, r in zip(shape, roi)]  # sliding_window_inference pads a small image up to the ROI
-    interval = _get_scan_interval(image, roi, len(roi), [overlap] * len(roi))
-    return len(dense_patch_slices(image, roi, interval))
+def _evaluated_windows(shape, roi, overlap: float) -> int:
+    """Windows ``sliding_window_inference`` hands to the network, one per call (``sw_batch_size=1``)."""
+    calls = []
+
+    def network(x):
+        calls.append(x.shape[0])
+        return x
+
+    sliding_window_inference(torch.zeros(1, 1, *shape), roi, 1, network, overlap=overlap)
+    return sum(calls)
 
 
 @pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.9])
-def test_window_count_is_monai_scan_rule(overlap):
-    roi = (32, 48, 48)
-    for shape in itertools.product((7, 32, 33, 80), (48, 49, 100), (20, 48, 145)):
-        assert _window_count(shape, roi, overlap) == _monai_windows(shape, roi, overlap), shape
+def test_window_count_is_what_monai_evaluates(overlap):
+    roi = (8, 12, 12)
+    for shape in itertools.product((3, 8, 9, 20), (12, 13, 25), (5, 12, 37)):
+        assert window_count(shape, roi, overlap) == _evaluated_windows(shape, roi, overlap), shape

@@ -14,25 +14,18 @@ from morse.labels import LabelInfo
 from morse.model import MorseModel
 from morse.modelpack import load_model_pack, save_model_pack
 from morse.train.checkpoint import load_checkpoint
+from synthetic import pointwise_smoe
 
 LABELS = [LabelInfo(1, "a", (1.0, 0.0, 0.0), ("SCT", "1", "A"), ("SCT", "2", "B")), LabelInfo(2, "b", (0, 1.0, 0))]
 
 
 def _small_config() -> ModelConfig:
-    from morse.config import BackboneConfig, PointHeadConfig, SMoEConfig
+    from morse.config import BackboneConfig, PointHeadConfig
 
     return ModelConfig(
         num_classes=3,
         backbone=BackboneConfig(features=[4, 8, 8, 16, 16, 4]),
-        features=SMoEConfig(
-            expert_dim=8,
-            out_dim=8,
-            fusion_widths=[8],
-            gating_widths=[8],
-            gating="pointwise",
-            gating_kernel=1,
-            gating_norm="none",
-        ),
+        features=pointwise_smoe(8),
         point_head=PointHeadConfig(hidden=[16], test_points=64),
     )
 

@@ -4,9 +4,10 @@ evaluating only newly chosen cells in later rounds gives exactly the naive resul
 from __future__ import annotations
 
 import torch
-from morse.config import BackboneConfig, ModelConfig, PointHeadConfig, SMoEConfig
+from morse.config import BackboneConfig, ModelConfig, PointHeadConfig
 from morse.heads.point_ops import gather_cells, indices_to_coords, most_uncertain_indices, scatter_cells
 from morse.model import MorseModel
+from synthetic import pointwise_smoe
 
 
 def _model(dims: int, test_points: int, steps: int) -> MorseModel:
@@ -14,15 +15,7 @@ def _model(dims: int, test_points: int, steps: int) -> MorseModel:
     cfg = ModelConfig(
         num_classes=4,
         backbone=backbone,
-        features=SMoEConfig(
-            expert_dim=8,
-            out_dim=8,
-            fusion_widths=[8],
-            gating_widths=[8],
-            gating="pointwise",
-            gating_kernel=1,
-            gating_norm="none",
-        ),
+        features=pointwise_smoe(8),
         point_head=PointHeadConfig(hidden=[16, 16], test_points=test_points, subdivision_steps=steps),
     )
     return MorseModel(cfg).eval()

@@ -7,6 +7,7 @@ import locale
 
 import numpy as np
 import pytest
+from synthetic import pointwise_smoe
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +20,6 @@ def pack3d(tmp_path_factory):
         PointHeadConfig,
         PositionalEncodingConfig,
         PreprocessingConfig,
-        SMoEConfig,
     )
     from morse.labels import LabelInfo
     from morse.model import MorseModel
@@ -29,15 +29,7 @@ def pack3d(tmp_path_factory):
     cfg = ModelConfig(
         num_classes=3,
         backbone=BackboneConfig(name="unet3d", features=[4, 4, 8, 8, 8, 4]),
-        features=SMoEConfig(
-            expert_dim=8,
-            out_dim=8,
-            fusion_widths=[8],
-            gating_widths=[8],
-            gating="pointwise",
-            gating_kernel=1,
-            gating_norm="none",
-        ),
+        features=pointwise_smoe(8),
         point_head=PointHeadConfig(hidden=[8], pe=PositionalEncodingConfig(num_frequencies=8), test_points=128),
     )
     pre = PreprocessingConfig(orientation="LPS", spacing=[2.0, 2.0, 2.0])
