@@ -16,6 +16,8 @@ TORCH_PIN ?= torch==2.13.0
 PIP_PIN ?= pip==26.3
 DEMO_CASE ?= abdomen-ct-dicom
 DEMO_OUT ?= out/demo
+# the 30 BTCV abdomen CTs in the nnU-Net layout (not shipped; see docs/results/synapse.md)
+BTCV_DATA ?= ../shared/data/btcv-synapse8
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -66,7 +68,7 @@ experiment: $(VENV)/.stamp-base
 
 default-model: $(VENV)/.stamp-base
 	$(MORSE) fetch-data
-	$(PY) -m morse.experiments.default_model
+	$(PY) -m morse.experiments.btcv_model --data $(BTCV_DATA)
 
 clean-venv:
 	rm -rf $(VENV)
