@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from morse.experiments.ablation import ORGANS
 from morse.experiments.synapse_table1 import invented, refinement_vs_seed_noise, scored, table
 
@@ -47,3 +49,20 @@ def test_scored_keeps_every_scoring_and_writes_undefined_values_as_null():
     assert list(out) == ["mm/default", "voxel/paper"]
     assert out["mm/default"]["coarse"]["mean"]["hd95"] is None and "counts" not in out["mm/default"]["coarse"]
     assert out["voxel/paper"]["refined"]["mean"]["dsc"] == 0.5
+
+
+def test_runs_recorded_elsewhere_keep_their_numbers_in_the_report(tmp_path):
+    from morse.experiments.synapse_table1 import make_jobs, recorded, write_markdown
+
+    report = tmp_path / "synapse-table1.md"
+    assert recorded(report.with_suffix(".json")) == {}
+    entry = _entry("backbone", 1337, 0.60, 0.60)
+    for split in ("test", "validation"):
+        entry[split]["scores"]["voxel/paper"] = entry[split]["scores"]["mm/default"]
+    results = {"unet2d-backbone-s1337": entry}
+    report.with_suffix(".json").write_text(json.dumps(results), encoding="utf-8")
+    assert recorded(report.with_suffix(".json")) == results
+    write_markdown(report, recorded(report.with_suffix(".json")), make_jobs(tmp_path / "no-runs-here"))
+    text = report.read_text(encoding="utf-8")
+    assert "1 of 7 planned runs finished" in text
+    assert "| (a) UNet (backbone alone) | 1 | coarse | 60.0 |" in text

@@ -102,6 +102,15 @@ def collect(jobs: list[Job], data: str) -> dict:
     return results
 
 
+def recorded(path: Path) -> dict:
+    """Results already in the report's JSON: runs trained elsewhere (their ``runs/`` folder is not here) keep their
+    numbers, and a run evaluated again here replaces its entry."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
 def _fmt(mean: float, std: float = math.nan, scale: float = 100.0) -> str:
     if mean is None or math.isnan(mean):
         return "–"
@@ -185,7 +194,7 @@ def refinement_vs_seed_noise(results: dict, split: str = "test") -> str:
 
 
 def write_markdown(path: Path, results: dict, jobs: list[Job]) -> None:
-    done = sum(j.done for j in jobs)
+    done = sum(j.name in results for j in jobs)
     text = (
         f"""# Table 1 on BTCV (Synapse-8), 2D UNet: generated numbers
 
@@ -251,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = make_jobs(Path(args.runs), plan)
     if not args.report_only:
         run_jobs(jobs, args.parallel, args.threads)
-    results = collect(make_jobs(Path(args.runs)), args.data)
     report = Path(args.report)
+    results = {**recorded(report.with_suffix(".json")), **collect(make_jobs(Path(args.runs)), args.data)}
     report.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     write_markdown(report, results, make_jobs(Path(args.runs)))
     print(f"wrote {report} and {report.with_suffix('.json')}")
