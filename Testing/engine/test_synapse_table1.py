@@ -66,3 +66,13 @@ def test_runs_recorded_elsewhere_keep_their_numbers_in_the_report(tmp_path):
     text = report.read_text(encoding="utf-8")
     assert "1 of 7 planned runs finished" in text
     assert "| (a) UNet (backbone alone) | 1 | coarse | 60.0 |" in text
+
+
+def test_a_recorded_run_whose_folder_is_not_here_is_not_evaluated_again(tmp_path):
+    from morse.experiments.synapse_table1 import collect, make_jobs
+
+    jobs = make_jobs(tmp_path / "runs")
+    shipped = jobs[0]  # the shipped pack: always finished, its run folder is elsewhere
+    assert shipped.done and not shipped.out.exists()
+    # no data folder at all: evaluating it would fail
+    assert collect([shipped], str(tmp_path / "no-data"), {shipped.name: {"row": "morse"}}) == {}

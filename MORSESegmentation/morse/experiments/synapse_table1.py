@@ -78,11 +78,12 @@ def scored(report: dict) -> dict:
     return out
 
 
-def collect(jobs: list[Job], data: str) -> dict:
-    """Evaluate every finished job on the validation and test cases; aggregate numbers per job."""
+def collect(jobs: list[Job], data: str, recorded: dict | None = None) -> dict:
+    """Evaluate every finished job on the validation and test cases; aggregate numbers per job. A job in
+    ``recorded`` whose run folder is not here keeps its recorded numbers (it is not evaluated again)."""
     results = {}
     for job in jobs:
-        if not job.done:
+        if not job.done or (job.name in (recorded or {}) and not job.out.is_dir()):
             continue
         # The network's own outputs, as in the paper: no anatomical post-processing (docs/results/anatomy.md)
         opts = {"variants": SCORINGS, "postprocess": False}
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         run_jobs(jobs, args.parallel, args.threads)
     report = Path(args.report)
-    results = {**recorded(report.with_suffix(".json")), **collect(make_jobs(Path(args.runs)), args.data)}
+    before = recorded(report.with_suffix(".json"))
+    results = {**before, **collect(make_jobs(Path(args.runs)), args.data, before)}
     report.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     write_markdown(report, results, make_jobs(Path(args.runs)))
     print(f"wrote {report} and {report.with_suffix('.json')}")
