@@ -127,11 +127,15 @@ def _check_header(path: Path, allow_2d: bool = False) -> None:
     if min(size) < 1:
         raise InputError(f"{path}: the header declares an empty image ({shown} voxels)")
     declared = float(np.prod(size, dtype=np.float64)) * _pixel_bytes(pixel) * max(1, components)
+    # ITK reports a scaled NIfTI (scl_slope ≠ 1) as float voxels, but the file stores its own type: 8-bit voxels
+    # with a slope hold a quarter of what the float size says.
+    stored = _nifti_stored_bytes(path, size, components)
+    stored = declared if stored is None else stored
     on_disk = path.stat().st_size
     holds = _capacity(path, on_disk)
-    if holds is not None and declared > holds:
+    if holds is not None and stored > holds:
         raise InputError(
-            f"{path}: the header declares {shown} voxels ({size_text(declared)}) but the file ({on_disk} bytes) "
+            f"{path}: the header declares {shown} voxels ({size_text(stored)}) but the file ({on_disk} bytes) "
             f"cannot hold them: it is truncated or its header is corrupt. Re-export or re-download it."
         )
     available = available_memory()
@@ -141,6 +145,42 @@ def _check_header(path: Path, allow_2d: bool = False) -> None:
             f"{size_text(available)} of memory available. Crop or down-sample the volume first (or check the header: "
             f"it may be corrupt)."
         )
+
+
+# NIfTI datatypes whose bitpix covers every component of a voxel (RGB24, RGBA32)
+_NIFTI_PACKED_COLOUR = (128, 2304)
+
+
+def _nifti_stored_bytes(path: Path, size: tuple[int, ...], components: int) -> float | None:
+    """Voxel bytes a NIfTI-1/-2 file stores for ``size`` (ITK order), from its header's datatype and bitpix; None
+    for other formats or a header that cannot be read (ITK has read it already, so that is not an error here)."""
+    import gzip
+    import struct
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        with gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb") as f:
+            head = f.read(76)
+    except (OSError, EOFError):
+        return None
+    if len(head) < 76:
+        return None
+    for order in ("<", ">"):
+        sizeof_hdr = struct.unpack(order + "i", head[:4])[0]
+        if sizeof_hdr == 348:
+            datatype, bitpix = struct.unpack(order + "hh", head[70:74])
+            break
+        if sizeof_hdr == 540:
+            datatype, bitpix = struct.unpack(order + "hh", head[12:16])
+            break
+    else:
+        return None
+    if bitpix <= 0:
+        return None
+    per_voxel = bitpix / 8 * (1 if datatype in _NIFTI_PACKED_COLOUR else max(1, components))
+    return float(np.prod(size, dtype=np.float64)) * per_voxel
 
 
 def _capacity(path: Path, on_disk: int) -> float | None:

@@ -135,6 +135,30 @@ def test_header_declaring_more_than_the_file_holds_is_refused_before_allocating(
         read_image(gz)
 
 
+def _scaled_uint8_nifti(tmp_path, name, values, slope, intercept, compress=False):
+    """A uint8 NIfTI with ``scl_slope``/``scl_inter`` set (bytes 112 and 116 of the NIfTI-1 header)."""
+    plain = _write(tmp_path / "plain-u8.nii", values)
+    data = bytearray(plain.read_bytes())
+    struct.pack_into("<2f", data, 112, slope, intercept)
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(bytes(data)) if compress else bytes(data))
+    return path
+
+
+def test_a_scaled_uint8_nifti_is_read_with_its_slope_not_refused_as_truncated(tmp_path):
+    # ITK reports such a file as float voxels (4 bytes each) although it stores 1 byte per voxel
+    values = (np.arange(30 * 40 * 50) % 200).astype(np.uint8).reshape(30, 40, 50)
+    for name, compress in (("ct-u8.nii", False), ("ct-u8.nii.gz", True)):
+        path = _scaled_uint8_nifti(tmp_path, name, values, 2.0, -10.0, compress)
+        image = read_image(path)
+        assert image.array.dtype == np.float32
+        assert np.array_equal(image.array, values.astype(np.float32) * 2 - 10)
+    cut = tmp_path / "cut-u8.nii"
+    cut.write_bytes((tmp_path / "ct-u8.nii").read_bytes()[: 352 + values.size // 2])
+    with pytest.raises(InputError, match=r"declares 50×40×30 voxels \(0\.06 MB\) but the file \(30352 bytes\)"):
+        read_image(cut)
+
+
 def test_header_declaring_more_than_memory_is_refused(tmp_path, monkeypatch):
     import morse.imageio as imageio
 
