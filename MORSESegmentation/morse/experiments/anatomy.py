@@ -484,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     if args.json:
-        Path(args.json).write_text(json.dumps({"btcv": btcv, "registry": registry}, indent=2, default=float) + "\n")
+        saved = {"btcv": btcv, "registry": registry, "confidence": sweep}
+        Path(args.json).write_text(json.dumps(saved, indent=2, default=float) + "\n")
     print(text)
     return 0
 
