@@ -146,6 +146,24 @@ def test_cancel_clicked_while_outputs_are_created_cancels(session, monkeypatch, 
     idle(session)
 
 
+def test_click_still_queued_when_the_run_ends_starts_no_new_run(session, monkeypatch):
+    """A click made on "Cancel" that the GUI thread only reaches once the run has ended is dropped: the button says
+    "Apply" again by then, and taking the click would start a second full run nobody asked for."""
+    panel = session.panel
+    original = panel._onRunFinished
+
+    def clickThenFinish(outcome):
+        session.queueClick(session.ui.applyButton)
+        original(outcome)
+
+    monkeypatch.setattr(panel, "_onRunFinished", clickThenFinish)
+    outcome = apply(session)
+    session.pump(0.5)
+    assert outcome.status == "done", outcome.error
+    assert session.outcomes[-1] is outcome and not panel.isRunning()
+    idle(session)
+
+
 def test_device_fallback_is_said_once(session, report):
     ui = session.ui
     combo = ui.deviceComboBox
