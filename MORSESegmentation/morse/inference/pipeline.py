@@ -31,6 +31,8 @@ from ..modelpack import ModelPack, load_model_pack
 from ..timing import stage
 from ..uncertainty.calibration import map_settings
 from ..uncertainty.maps import from_logits
+from ..uncertainty.review import build_review
+from ..uncertainty.review import settings_from_pack as review_settings
 from .anatomy import is_hounsfield, postprocess_volume, settings_from_pack
 from .chunked import dominant_expert, resize_linear_into, resize_nearest_into
 from .domain import DomainReport, check_domain, domain_of
@@ -254,6 +256,7 @@ def segment_volume(
     maps_uint8: bool = False,
     postprocess: bool | None = None,
     render_margin: float | str | None = "pack",
+    review: bool = False,
 ) -> SegmentationResult:
     """Segment ``volume (K, J, I)`` with IJK→RAS ``ijk_to_ras (4, 4)``.
 
@@ -278,6 +281,9 @@ def segment_volume(
         render_margin: the rendering head re-predicts, of the ``test_points`` most uncertain cells per slice, only
             those inside the body whose top-2 logit margin is below this; None: all of them (the fixed budget);
             ``"pack"``: the model pack's ``inference.render_margin`` (None when it has none).
+        review: also build the review list (:func:`morse.uncertainty.review.build_review` of the returned result,
+            settings from the pack's calibration, ``input`` = ``name``) into ``result.review``: what the Slicer
+            worker and the Slicer logic ask for, so both carry the same list. Its regions need the uncertainty map.
 
     Returns:
         :class:`SegmentationResult` with every array on the input's grid (KJI) and the same ``ijk_to_ras``;
@@ -326,6 +332,9 @@ def segment_volume(
             arrays["uncertainty"] = None
         messages += post.messages + domain.messages
         result = _assemble_result(arrays, ijk_to_ras, pack, run.device_name, messages, settings, post, domain)
+    if review:
+        with stage(timings, "review"):
+            result.review = build_review(result, name, review_settings(pack))
     timings["total"] = time.perf_counter() - t_start
     result.timings = timings
     return result

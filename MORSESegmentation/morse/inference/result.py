@@ -58,6 +58,8 @@ class SegmentationResult:
     domain:          the checks of the input against the model's domain (:mod:`morse.inference.domain`):
                      ``{"truncated": {organ: sides}, "stats": {...}, "findings": [...]}``.
     intended_use:    the model pack's statement of what it is for (show it with every result).
+    review:          the review list of this result (:func:`morse.uncertainty.review.build_review`: organs with
+                     their flags, ranked regions to check; plain JSON values), or None when not asked for.
     """
 
     labels: np.ndarray
@@ -76,6 +78,7 @@ class SegmentationResult:
     postprocess: dict = field(default_factory=dict)
     domain: dict = field(default_factory=dict)
     intended_use: str = ""
+    review: dict | None = None
 
     @property
     def changed(self) -> np.ndarray:

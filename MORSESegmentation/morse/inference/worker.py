@@ -26,12 +26,13 @@ Request file (JSON, written by the caller)::
      "refine": true, "gating": true, "uncertainty": true,
      "postprocess": true,             # anatomical post-processing (null: as the model pack says)
      "maps_uint8": true,              # gate/uncertainty maps as round(value*255) uint8 (1/4 of float32)
+     "review": true,                  # also the review list (morse.uncertainty.review; default false)
      "output": "result"}              # folder for the result, created
 
 Result folder: ``labels.npy``, ``coarse_labels.npy`` (uint8), and when computed ``gating.npy`` (N, K, J, I),
 ``dominant_expert.npy``, ``uncertainty.npy``, ``rectified.npy``, plus ``result.json`` (labels, model id/version,
-device, timings, messages, post-processing and domain reports; the maps' dtype is that of their ``.npy``). Read it
-back with :func:`read_result`.
+device, timings, messages, post-processing and domain reports, the review list when asked for; the maps' dtype is
+that of their ``.npy``). Read it back with :func:`read_result`.
 
 Events go to stdout as one JSON object per line, each prefixed with ``MORSE-EVENT``; those about a request carry its
 ``id``::
@@ -103,6 +104,7 @@ def write_result(result, folder: str | Path) -> Path:
         "postprocess": result.postprocess,
         "domain": result.domain,
         "intended_use": result.intended_use,
+        "review": result.review,
     }
     (folder / "result.json").write_text(json.dumps(meta, indent=1, default=_jsonable), encoding="utf-8")
     return folder
@@ -148,6 +150,7 @@ def read_result(folder: str | Path):
         postprocess=dict(meta.get("postprocess", {})),
         domain=dict(meta.get("domain", {})),
         intended_use=str(meta.get("intended_use", "")),
+        review=meta.get("review"),
     )
 
 
@@ -234,6 +237,7 @@ def _execute(request: dict, base: Path, state: _WorkerState) -> Path:
         progress=progress,
         maps_uint8=bool(request.get("maps_uint8", True)),
         postprocess=None if postprocess is None else bool(postprocess),
+        review=bool(request.get("review", False)),
     )
     if choice.message and choice.message not in result.messages:
         result.messages.insert(0, choice.message)  # the result tells the whole story, as an in-process run's does
