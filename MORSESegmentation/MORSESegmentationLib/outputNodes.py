@@ -27,21 +27,26 @@ INPUT_REFERENCE_ROLE = "MORSEInputVolume"
 SEGMENT_OUTPUT_TAG = "MORSE.Output"
 SEGMENT_RUN_TAG = "MORSE.RunID"
 
-# Expert k is drawn in the k-th colour both as a segment and as the colour ramp of its gating map, so the two
-# views of one expert match. The ramps are Slicer's built-in black-to-colour tables (no file needed).
-EXPERT_RAMPS = (
-    ("vtkMRMLColorTableNodeRed", (1.0, 0.0, 0.0)),
-    ("vtkMRMLColorTableNodeGreen", (0.0, 1.0, 0.0)),
-    ("vtkMRMLColorTableNodeBlue", (0.0, 0.4, 1.0)),
-    ("vtkMRMLColorTableNodeYellow", (1.0, 1.0, 0.0)),
-    ("vtkMRMLColorTableNodeCyan", (0.0, 1.0, 1.0)),
-    ("vtkMRMLColorTableNodeMagenta", (1.0, 0.0, 1.0)),
+# Expert k is drawn in the k-th colour both as a segment and in its gating map, so the two views of one expert match.
+EXPERT_COLORS = (
+    (1.0, 0.0, 0.0),
+    (0.0, 1.0, 0.0),
+    (0.0, 0.4, 1.0),
+    (1.0, 1.0, 0.0),
+    (0.0, 1.0, 1.0),
+    (1.0, 0.0, 1.0),
 )
-UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLColorTableNodeIron"
-# Maps are drawn only from these values up (lower ones are transparent in the slice views): almost every voxel of an
-# uncertainty map is ≈ 0, and a gate below its fair share (1/N) says only that another expert leads; drawn, both would
-# cover the CT in the ramp's dark end.
-UNCERTAINTY_VISIBLE_FROM = 0.05
+# Map colour tables run from a light colour (low values) to a saturated one (high values), never from black: a map is
+# drawn over the CT, and a dark end would blacken the tissue under every weak value (see mapColorNode).
+UNCERTAINTY_COLORS = ((1.0, 1.0, 0.6), (1.0, 0.0, 0.0))  # pale yellow to red
+EXPERT_TINT = 0.6  # the low end of expert k's ramp: its colour mixed with this much white
+MAP_TABLE_SIZE = 256
+COLOR_TABLE_ATTRIBUTE = "MORSE.ColorTable"
+# Maps are drawn only from these values up (lower ones are transparent in the slice views). A gate below its fair share
+# (1/N) says only that another expert leads. The uncertainty inside an organ the model is sure of is ≈ 0.05-0.15
+# (0.1 at the median in the default model's organs on the sample CT), its borders and the organs it hesitates over are
+# above 0.2: from 0.2 up, the map shows those and leaves the CT of the rest as it is.
+UNCERTAINTY_VISIBLE_FROM = 0.2
 RECTIFIED_COLOR = (1.0, 0.85, 0.0)
 CHANGED_COLOR = (1.0, 0.0, 1.0)
 
@@ -318,6 +323,49 @@ def addMaskSegment(segmentationNode, mask: np.ndarray, ijkToRas: np.ndarray, nam
 
 # ----------------------------------------------------------------------------------------------------------------------
 # map volumes
+
+
+def expertColor(k: int) -> tuple[float, float, float]:
+    """The colour of expert ``k`` (0-based): its segment and its gating map."""
+    return EXPERT_COLORS[k % len(EXPERT_COLORS)]
+
+
+def mapColorNode(name: str, low, high, scene=None):
+    """The colour table ``name`` for a map shown on the window 0..1: from colour ``low`` (at 0) to ``high`` (at 1),
+    linearly, opaque. One node per name, marked with ``MORSE.ColorTable``, shared by every run in the scene.
+
+    In a slice view a map voxel is either drawn (at the foreground layer's opacity) or transparent: the display node
+    keeps the table's opacity only as zero or not, so which voxels show is the threshold's business
+    (:func:`createMapVolume`), and how much they say is the colour's. Slicer's own ramps start at black (Red, Green,
+    Iron...): blended over the CT, every voxel just above the threshold would darken the tissue under it. These run
+    from light to saturated instead, so a weak value tints the CT and a strong one colours it.
+    """
+    scene = scene or slicer.mrmlScene
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLColorTableNode")
+        if node.GetAttribute(COLOR_TABLE_ATTRIBUTE) == name:
+            return node
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(MAP_TABLE_SIZE)
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    for index in range(MAP_TABLE_SIZE):
+        red, green, blue = low + (high - low) * (index / (MAP_TABLE_SIZE - 1))
+        node.SetColor(index, float(red), float(green), float(blue), 1.0)
+    node.SetAttribute(COLOR_TABLE_ATTRIBUTE, name)
+    return node
+
+
+def expertColorNode(k: int, scene=None):
+    """The colour table of expert ``k``'s gating map: from a light tint of the expert's colour to the colour."""
+    color = np.asarray(expertColor(k), dtype=float)
+    tint = color + (1.0 - color) * EXPERT_TINT
+    return mapColorNode(f"MORSE expert {k % len(EXPERT_COLORS) + 1}", tuple(tint), tuple(color), scene)
+
+
+def uncertaintyColorNode(scene=None):
+    """The colour table of the uncertainty map: pale yellow (low) to red (high)."""
+    return mapColorNode("MORSE uncertainty", *UNCERTAINTY_COLORS, scene=scene)
 
 
 def storedMap(values: np.ndarray, asUint8: bool) -> np.ndarray:

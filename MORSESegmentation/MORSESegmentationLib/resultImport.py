@@ -227,9 +227,7 @@ def _expertsSegmentation(transaction, naming: _Naming, inputVolume, result, requ
     out.markOutput(node, out.Role.EXPERTS, naming.runID, inputVolume, naming.modelText)
     out.placeUnder(node, naming.parentItem)
     count = result.gating.shape[0]
-    specs = [
-        out.SegmentSpec(k + 1, f"expert {k + 1}", out.EXPERT_RAMPS[k % len(out.EXPERT_RAMPS)][1]) for k in range(count)
-    ]
+    specs = [out.SegmentSpec(k + 1, f"expert {k + 1}", out.expertColor(k)) for k in range(count)]
     out.addLabelmapSegments(node, result.dominant_expert, request.ijkToRas, specs)
     node.SetDescription(
         f"MORSE experts: segment k holds the voxels where expert k has the largest gate weight ({count} experts; "
@@ -246,7 +244,7 @@ def _gatingVolume(transaction, naming: _Naming, inputVolume, result, request: Se
             f"{naming.base} gating expert {k + 1}",
             result.gating[k],
             request.ijkToRas,
-            out.EXPERT_RAMPS[k % len(out.EXPERT_RAMPS)][0],
+            out.expertColorNode(k).GetID(),
             request.mapsAsUint8,
             f"MORSE gate weight of expert {k + 1} (0..1; the weights of all experts sum to 1 in each voxel). "
             f"Model {naming.modelText}.",
@@ -265,7 +263,7 @@ def _uncertaintyVolume(transaction, naming: _Naming, inputVolume, result, reques
             f"{naming.base} uncertainty",
             result.uncertainty,
             request.ijkToRas,
-            out.UNCERTAINTY_COLOR_NODE_ID,
+            out.uncertaintyColorNode().GetID(),
             request.mapsAsUint8,
             "MORSE point uncertainty: 1 - (p_max - p_second) of the coarse class probabilities "
             f"(0 = certain, 1 = two classes equally likely). Model {naming.modelText}.",

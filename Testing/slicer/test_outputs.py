@@ -93,9 +93,7 @@ def test_experts_segmentation_partitions_by_dominant_expert(ctInStudy, tinyPack)
     for k in range(n):
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(experts, f"expert {k + 1}", node) > 0
         np.testing.assert_array_equal(mask, result.gating.argmax(axis=0) == k)
-        np.testing.assert_allclose(
-            segmentation.GetSegment(f"expert {k + 1}").GetColor(), outputNodes.EXPERT_RAMPS[k][1]
-        )
+        np.testing.assert_allclose(segmentation.GetSegment(f"expert {k + 1}").GetColor(), outputNodes.expertColor(k))
         total += mask
     assert (total == 1).all()  # every voxel belongs to exactly one expert
     assert not experts.GetDisplayNode().GetVisibility()  # shown on demand, it would hide the organs
@@ -113,7 +111,7 @@ def test_gating_and_uncertainty_volumes_uint8(ctInStudy, tinyPack):
         display = volume.GetDisplayNode()
         assert not display.GetAutoWindowLevel()
         assert (display.GetWindow(), display.GetLevel()) == (255.0, 127.5)  # shows exactly 0..1
-        assert display.GetColorNodeID() == outputNodes.EXPERT_RAMPS[k][0]
+        assert display.GetColorNodeID() == outputNodes.expertColorNode(k).GetID()
         assert float(volume.GetAttribute("MORSE.ValueScale")) == pytest.approx(1 / 255)
         assert "multiply by 1/255" in volume.GetDescription()
         assert volume.GetAttribute("MORSE.Output") == "gating"
@@ -124,20 +122,56 @@ def test_gating_and_uncertainty_volumes_uint8(ctInStudy, tinyPack):
     assert uncertainty.GetName() == "CT MORSE uncertainty"
     assert result.uncertainty.dtype == np.uint8
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(uncertainty), result.uncertainty)
-    assert uncertainty.GetDisplayNode().GetColorNodeID() == outputNodes.UNCERTAINTY_COLOR_NODE_ID
+    assert uncertainty.GetDisplayNode().GetColorNodeID() == outputNodes.uncertaintyColorNode().GetID()
 
 
 def test_maps_leave_the_ct_visible_where_they_say_nothing(ctInStudy, tinyPack):
-    """Uncertainty ≈ 0 and gates below their fair share (1/5) are transparent: the slice view thresholds them."""
+    """Uncertainty below 0.2 (an organ's inside, where the model is sure) and gates below their fair share (1/5) are
+    transparent: the slice view thresholds them."""
     node, _ = ctInStudy
     _, outputs = runInSteps(MORSESegmentationLogic(), node, tinyPack)
     uncertainty = outputs.uncertaintyVolume.GetDisplayNode()
     assert uncertainty.GetApplyThreshold()
-    assert (uncertainty.GetLowerThreshold(), uncertainty.GetUpperThreshold()) == (0.05 * 255, 255.0)
+    assert (uncertainty.GetLowerThreshold(), uncertainty.GetUpperThreshold()) == (0.2 * 255, 255.0)
     for volume in outputs.gatingVolumes:
         display = volume.GetDisplayNode()
         assert display.GetApplyThreshold()
         assert (display.GetLowerThreshold(), display.GetUpperThreshold()) == (255 / 5, 255.0)
+
+
+def tableColors(colorNode) -> np.ndarray:
+    """(N, 4) RGBA rows of a colour table node."""
+    rgba = [0.0, 0.0, 0.0, 0.0]
+    rows = []
+    for index in range(colorNode.GetNumberOfColors()):
+        colorNode.GetColor(index, rgba)
+        rows.append(list(rgba))
+    return np.array(rows)
+
+
+def test_map_colours_tint_the_ct_and_never_darken_it(ctInStudy, tinyPack):
+    """The maps are drawn over the CT: their tables run from a light colour to a saturated one, with no dark end (a
+    ramp from black turns the tissue under every weak value dark), and each is one node shared by later runs."""
+    node, _ = ctInStudy
+    logic = MORSESegmentationLogic()
+    _, outputs = runInSteps(logic, node, tinyPack)
+    volumes = [*outputs.gatingVolumes, outputs.uncertaintyVolume]
+    for volume in volumes:
+        colorNode = volume.GetDisplayNode().GetColorNode()
+        assert colorNode.GetAttribute("MORSE.ColorTable") == colorNode.GetName()
+        rgba = tableColors(colorNode)
+        assert len(rgba) == outputNodes.MAP_TABLE_SIZE
+        np.testing.assert_allclose(rgba[:, :3].max(axis=1), 1.0)  # every entry at full brightness
+        np.testing.assert_allclose(rgba[:, 3], 1.0)  # opaque: the threshold alone decides what is transparent
+        assert rgba[0, :3].sum() > rgba[-1, :3].sum()  # light for weak values, saturated for strong ones
+    for k, volume in enumerate(outputs.gatingVolumes):
+        np.testing.assert_allclose(
+            tableColors(volume.GetDisplayNode().GetColorNode())[-1, :3], outputNodes.expertColor(k)
+        )
+    _, again = runInSteps(logic, node, tinyPack)
+    assert [v.GetDisplayNode().GetColorNodeID() for v in [*again.gatingVolumes, again.uncertaintyVolume]] == [
+        v.GetDisplayNode().GetColorNodeID() for v in volumes
+    ]
 
 
 def test_float_maps_on_request(ctInStudy, tinyPack):
