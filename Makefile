@@ -20,8 +20,14 @@ DEMO_OUT ?= out/demo
 BTCV_DATA ?= ../shared/data/btcv-synapse8
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# make screenshots: trame-slicer pins slicer-core 5.11 (the main venv has 5.13), so it gets a venv of its own (~1.2 GB)
+TRAME_VENV ?= .venv-trame
+TRAME_PY := $(TRAME_VENV)/bin/python
+TRAME_PIN ?= trame-slicer[standalone]==2.0.0
+SCREENSHOTS_OUT ?= out/screenshots
+SCREENSHOTS_DIR ?= docs/images
 
-.PHONY: help demo test bench lint experiment default-model clean-venv
+.PHONY: help demo test bench lint experiment default-model screenshots clean-venv
 
 help:
 	@echo "make demo   - set up .venv, fetch the sample CT, segment it with the default model into $(DEMO_OUT)/"
@@ -31,12 +37,20 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make experiment     - the 2D ablation on the registry CT (docs/results/ablation.md)"
 	@echo "make default-model  - train and pack the shipped default model"
+	@echo "make screenshots    - offscreen pictures of the default model's result as the module displays it"
+	@echo "                      ($(SCREENSHOTS_DIR)/slicer-*.png; needs its own venv $(TRAME_VENV), ~1.2 GB; not in CI)"
 
 $(VENV)/.stamp-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "$(PIP_PIN)"
 	$(PIP) install -q "$(TORCH_PIN)"
 	$(PIP) install -q -e .
+	touch $@
+
+$(TRAME_VENV)/.stamp-trame:
+	test -x $(TRAME_PY) || $(PYTHON) -m venv $(TRAME_VENV)
+	$(TRAME_PY) -m pip install -q "$(PIP_PIN)"
+	$(TRAME_PY) -m pip install -q "$(TRAME_PIN)"
 	touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base
@@ -70,5 +84,13 @@ default-model: $(VENV)/.stamp-base
 	$(MORSE) fetch-data
 	$(PY) -m morse.experiments.btcv_model --data $(BTCV_DATA)
 
+# the module's run on the sample CT (main venv, through its worker process), then its output nodes made by the
+# module's own import in a trame-slicer scene and rendered offscreen (EGL; no display, server or GPU needed)
+screenshots: $(VENV)/.stamp-base $(TRAME_VENV)/.stamp-trame
+	$(MORSE) fetch-data
+	PYTHONPATH=MORSESegmentation $(PY) tools/render_screenshots.py segment $(SCREENSHOTS_OUT) --case $(DEMO_CASE)
+	PYTHONPATH=MORSESegmentation VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow \
+	  $(TRAME_PY) tools/render_screenshots.py render $(SCREENSHOTS_OUT) $(SCREENSHOTS_DIR)
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TRAME_VENV)
