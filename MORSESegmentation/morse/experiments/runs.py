@@ -97,11 +97,14 @@ def evaluate_job(
 
     cache.parent.mkdir(parents=True, exist_ok=True)
     weights = (job.pack / "model.safetensors").stat().st_mtime
+    # the pack's inference settings (post-processing, rendering budget) change the numbers as much as the weights
+    inference = json.loads((job.pack / "model.json").read_text(encoding="utf-8")).get("inference", {})
     if cache.is_file():
         cached = json.loads(cache.read_text(encoding="utf-8"))
         if (
             cached.get("_weights_mtime") == weights
             and cached.get("_options") == options
+            and cached.get("_inference", {}) == inference
             and all(f"{u}/{c}" in cached.get("variants", {}) or (u, c) == ("mm", "default") for u, c in variants)
         ):
             return cached
@@ -111,6 +114,7 @@ def evaluate_job(
     report.pop("_case_metrics", None)
     report["_weights_mtime"] = weights
     report["_options"] = options
+    report["_inference"] = inference
     cache.write_text(json.dumps(report, indent=1, default=_nan_safe), encoding="utf-8")
     return json.loads(cache.read_text(encoding="utf-8"))
 
