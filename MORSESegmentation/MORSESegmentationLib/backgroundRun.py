@@ -325,6 +325,7 @@ class WorkerRun:
         uncertainty: bool = True,
         mapsUint8: bool = True,
         postprocess: bool | None = True,
+        review: bool = True,
         python: str | None = None,
         workDir: str | Path | None = None,
         worker: WarmWorker | None = None,
@@ -345,6 +346,7 @@ class WorkerRun:
             "uncertainty": bool(uncertainty),
             "postprocess": None if postprocess is None else bool(postprocess),
             "maps_uint8": bool(mapsUint8),
+            "review": bool(review),
             "output": "result",
         }
         self._volume = volume

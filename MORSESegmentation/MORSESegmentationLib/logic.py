@@ -45,6 +45,17 @@ so a failed re-run keeps the old results. Without it, a run adds new nodes named
 A user's own segmentation chosen as ``outputSegmentation`` is never cleared: MORSE adds its organ segments to it and
 leaves every other segment alone. With ``replaceExisting=True`` the organ segments of earlier MORSE runs in it
 (tagged ``MORSE.Output``) are removed; hand-made segments never are.
+
+Review (the panel's Review section calls the same)::
+
+    outputs.reviewTable                                  # vtkMRMLTableNode "<input> MORSE review"
+    logic.reviewList(outputs)                            # organs, then regions by rank: dicts with "status"
+    logic.jumpToRegion(outputs.reviewTable, 1)           # centre every slice view on region 1
+    logic.setReviewStatus(outputs.reviewTable, 1, "reviewed")   # or "corrected", "to review"
+
+The review list is built by the engine with the result (both run paths), and stored in the table node with a
+``status`` column that is saved with the scene. ``reviewList`` and the other calls also take the table node itself,
+or an input volume (then the review of its latest run).
 """
 
 from __future__ import annotations
@@ -60,7 +71,7 @@ from dataclasses import dataclass, field
 import slicer
 from morse.errors import CancelledError, InputError, MorseError
 
-from . import resultImport
+from . import resultImport, reviewTable
 from .backgroundRun import WarmWorker, WorkerRun
 from .dependencies import DependencyInstaller
 from .resultImport import SegmentationOutputs
@@ -85,7 +96,15 @@ STAGE_RANGES = {
     "creating outputs": (0.93, 1.0),
 }
 
-__all__ = ["RunOptions", "RunOutcome", "SegmentationLogic", "SegmentationOutputs", "SegmentationRequest"]
+__all__ = [
+    "REVIEW_STATUSES",
+    "RunOptions",
+    "RunOutcome",
+    "SegmentationLogic",
+    "SegmentationOutputs",
+    "SegmentationRequest",
+]
+REVIEW_STATUSES = reviewTable.STATUSES  # "to review", "reviewed", "corrected"
 
 
 class RunError(MorseError):
@@ -604,6 +623,64 @@ class SegmentationLogic:
 
         return outputNodes.outputsOfVolume(inputVolume)
 
+    # -- review ----------------------------------------------------------------------------------------------------
+
+    def reviewTableOf(self, outputsOrNode):
+        """The review table node of ``outputsOrNode``: a :class:`SegmentationOutputs`, the table node itself, or an
+        input volume (the review table of its latest run; None when it has none).
+
+        :raises ValueError: anything else (the message says what was given).
+        """
+        if isinstance(outputsOrNode, SegmentationOutputs):
+            if outputsOrNode.reviewTable is None:
+                raise ValueError("this run has no review table (its result carried no review list)")
+            return outputsOrNode.reviewTable
+        if reviewTable.isReviewTable(outputsOrNode):
+            return outputsOrNode
+        if hasattr(outputsOrNode, "IsA") and outputsOrNode.IsA("vtkMRMLScalarVolumeNode"):
+            tables = [n for n in self.outputsOfVolume(outputsOrNode) if reviewTable.isReviewTable(n)]
+            return tables[-1] if tables else None
+        raise ValueError(
+            f"{outputsOrNode!r} is not a MORSE review table; give the outputs of a run, its review table node "
+            "('<input> MORSE review') or the input volume"
+        )
+
+    def _presentReviewTable(self, outputsOrNode):
+        table = self.reviewTableOf(outputsOrNode)
+        if table is None:
+            raise ValueError(f"'{outputsOrNode.GetName()}' has no MORSE review table: run a segmentation on it first")
+        if table.GetScene() is None or not table.GetScene().IsNodePresent(table):
+            raise ValueError(f"the review table '{table.GetName()}' is no longer in the scene")
+        return table
+
+    def reviewList(self, outputsOrTableNode) -> list[dict]:
+        """The review of a run: one dict per organ, then one per region in rank order (1 = check first).
+
+        Keys: ``entry`` (``"organ"`` or ``"region"``), ``rank`` (regions), ``organ``, ``kind`` (regions:
+        ``"uncertain"`` or ``"head disagreement"``), ``flags`` (organs: absent, truncated, fragmented, low confidence,
+        implausible region), ``volume_ml``, ``confidence`` (organs, 0..1), ``mean_uncertainty`` and ``score``
+        (regions), ``centroid_ijk`` and ``centroid_ras`` (regions: voxel index and RAS mm of the input), ``status``
+        (:data:`REVIEW_STATUSES`). What does not apply to a row is None. ``outputsOrTableNode``: see
+        :meth:`reviewTableOf`.
+        """
+        return reviewTable.rows(self._presentReviewTable(outputsOrTableNode))
+
+    def setReviewStatus(self, tableNode, rank, status: str) -> None:
+        """Mark region ``rank`` (or the organ named ``rank``) ``"reviewed"``, ``"corrected"`` or ``"to review"``;
+        the status is saved with the scene.
+
+        :raises ValueError: an unknown status, or no region with that rank (the message lists what there is).
+        """
+        reviewTable.setStatus(self._presentReviewTable(tableNode), rank, status)
+
+    def jumpToRegion(self, tableNode, rank: int) -> tuple[float, float, float]:
+        """Centre every slice view on the centre of region ``rank``; returns that point (RAS mm, world: the input's
+        parent transform applied)."""
+        table = self._presentReviewTable(tableNode)
+        r, a, s = reviewTable.regionCentroid(table, rank)
+        slicer.vtkMRMLSliceNode.JumpAllSlices(table.GetScene(), r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        return r, a, s
+
 
 def _workerArguments(request: SegmentationRequest) -> dict:
     """:class:`WorkerRun`'s keywords from the engine arguments (the same dict ``runEngine`` passes)."""
@@ -616,4 +693,5 @@ def _workerArguments(request: SegmentationRequest) -> dict:
         "uncertainty": args["uncertainty"],
         "postprocess": args["postprocess"],
         "mapsUint8": args["maps_uint8"],
+        "review": args["review"],
     }

@@ -1,10 +1,11 @@
 """Step 3 of a run: the engine's result (arrays on the input's KJI grid) becomes MRML nodes, all or nothing.
 
 :func:`importResult` checks that the scene still holds what the run was started on, then creates the organ
-segmentation, the experts segmentation, the gating and uncertainty map volumes and the rectified-points
-segmentation in one :class:`~MORSESegmentationLib.outputNodes.SceneTransaction`. If anything fails or the run is
-cancelled, everything created so far is removed and the scene is as it was; earlier results that a re-run replaces
-are removed only once every new output exists.
+segmentation, the experts segmentation, the gating and uncertainty map volumes, the rectified-points segmentation
+and the review table (the engine's review list, :mod:`.reviewTable`) in one
+:class:`~MORSESegmentationLib.outputNodes.SceneTransaction`. If anything fails or the run is cancelled, everything
+created so far is removed and the scene is as it was; earlier results that a re-run replaces are removed only once
+every new output exists.
 
 A result from the worker process and one computed in this process are imported by the same code: maps may arrive
 as uint8 0..255 or float32 0..1 and are stored as the request says (:func:`outputNodes.storedMap`).
@@ -20,6 +21,7 @@ import slicer
 from morse.errors import CancelledError, InputError, OutputError
 
 from . import outputNodes as out  # noqa: N813  (short name: used on almost every line below)
+from . import reviewTable
 from .runOptions import SegmentationRequest
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ class SegmentationOutputs:
     for or not available from the model).
 
     ``segmentation`` is the organ segmentation: a new node, or the ``outputSegmentation`` passed in (then
-    ``segmentationCreated`` is False and ``segmentIDs`` are the segments added to it).
+    ``segmentationCreated`` is False and ``segmentIDs`` are the segments added to it). ``reviewTable`` is the
+    ``vtkMRMLTableNode`` "<input> MORSE review" (organs, ranked regions to check, their status), None when the
+    result carries no review list.
     """
 
     inputVolume: object
@@ -45,6 +49,7 @@ class SegmentationOutputs:
     gatingVolumes: list = field(default_factory=list)
     uncertaintyVolume: object = None
     rectifiedSegmentation: object = None
+    reviewTable: object = None
     mapsFolderItemID: int = 0
     runID: str = ""
     modelId: str = ""
@@ -59,6 +64,7 @@ class SegmentationOutputs:
         """Every node this run added to the scene (not the reused ``outputSegmentation``)."""
         nodes = [self.segmentation] if self.segmentationCreated else []
         nodes += [self.expertsSegmentation, *self.gatingVolumes, self.uncertaintyVolume, self.rectifiedSegmentation]
+        nodes.append(self.reviewTable)
         return [n for n in nodes if n is not None]
 
     @property
@@ -137,6 +143,8 @@ def importResult(
         step(0.85)
         if result.rectified is not None:
             outputs.rectifiedSegmentation = _rectifiedSegmentation(transaction, naming, inputVolume, result, request)
+        if result.review is not None:
+            outputs.reviewTable = _reviewTable(transaction, naming, inputVolume, result)
         step(0.95)
         step(1.0)  # the last point at which a cancel is honoured: after it the old results are removed
         # Everything new exists: only now remove what it replaces (a failed run above kept the old results).
@@ -289,6 +297,19 @@ def _rectifiedSegmentation(transaction, naming: _Naming, inputVolume, result, re
         "(the most uncertain ones); 'changed labels' are those where that changed the label."
     )
     node.GetDisplayNode().SetVisibility(False)
+    return node
+
+
+def _reviewTable(transaction, naming: _Naming, inputVolume, result):
+    node = transaction.addNode(reviewTable.createReviewTable(f"{naming.base} review", result.review))
+    out.markOutput(node, reviewTable.ROLE, naming.runID, inputVolume, naming.modelText)
+    out.placeUnder(node, naming.parentItem)
+    regions = len(result.review.get("regions", []))
+    node.SetDescription(
+        f"MORSE review: the organs (volume, confidence, flags) and {regions} region(s) to check, ranked by volume x "
+        "mean uncertainty; the status column says which were reviewed or corrected. "
+        f"Model {naming.modelText}."
+    )
     return node
 
 

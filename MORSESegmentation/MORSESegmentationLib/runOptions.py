@@ -82,7 +82,8 @@ class SegmentationRequest:
     mapsAsUint8: bool = True
 
     def engineArguments(self) -> dict:
-        """Keyword arguments of ``segment_volume`` (and the worker request's fields), beside volume and matrix."""
+        """Keyword arguments of ``segment_volume`` (and the worker request's fields), beside volume and matrix.
+        ``review``: the engine builds the review list (organs, ranked regions) on both paths, never the glue."""
         return {
             "model": self.model,
             "device": self.device,
@@ -91,4 +92,5 @@ class SegmentationRequest:
             "uncertainty": self.uncertainty,
             "postprocess": self.postprocess,
             "maps_uint8": self.mapsAsUint8,
+            "review": True,
         }

@@ -128,3 +128,21 @@ def trainBrightObjectPack(folder: Path, iterations: int = 60, seed: int = 0) -> 
         labels=OBJECT_LABELS,
         name="Bright-object test model",
     )
+
+
+# The review calibration of :func:`withReviewCalibration`: a sharp temperature spreads the untrained network's class
+# margins (otherwise equally unsure everywhere), and a threshold at their median cuts the uncertainty map of the
+# synthetic CT into many regions, with a small minimum size.
+REVIEW_CALIBRATION = {"temperature": 0.05, "review_threshold": 0.56, "min_region_ml": 0.01, "opening_mm": 2.0}
+
+
+def withReviewCalibration(source: Path, folder: Path) -> Path:
+    """A copy of the pack ``source`` whose model.json ``calibration`` gives a review list with many ranked regions."""
+    import json
+    import shutil
+
+    shutil.copytree(source, folder)
+    meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    meta["calibration"] = dict(REVIEW_CALIBRATION)
+    (folder / "model.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return folder

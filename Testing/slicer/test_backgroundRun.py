@@ -52,7 +52,9 @@ def test_background_run_equals_the_in_process_run_and_the_second_run_is_warm(tin
     volume, ijkToRas, _, _ = syntheticVolumes.brightObjectVolume(shape=(12, 40, 48))
     node = addVolumeFromArray(volume, ijkToRas, "CT")
     logic = MORSESegmentationLogic()
-    expected = nodeArrays(logic.process(node, model=str(tinyPack), device="cuda"), node)  # no GPU: the CPU
+    inProcess = logic.process(node, model=str(tinyPack), device="cuda")  # no GPU: the CPU
+    expected = nodeArrays(inProcess, node)
+    expectedReview = logic.reviewList(inProcess)
 
     runs = []
     for _ in range(2):
@@ -77,6 +79,7 @@ def test_background_run_equals_the_in_process_run_and_the_second_run_is_warm(tin
         for name, array in arrays.items():
             assert array.dtype == expected[name].dtype, name
             np.testing.assert_array_equal(array, expected[name], err_msg=name)
+        assert logic.reviewList(outcome.outputs) == expectedReview  # the worker's review list is the engine's too
         overall = [value for _, value in progress]
         assert overall == sorted(overall) and overall[-1] == 1.0  # never drops (e.g. to 0 at "creating outputs")
         assert {"starting", "segmenting", "creating outputs"} <= {stage for stage, _ in progress}

@@ -203,10 +203,10 @@ def test_rectified_segmentation(ctInStudy, tinyPack):
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"refine": False}, {"experts", "gating", "uncertainty"}),
-        ({"gating": False}, {"rectified", "uncertainty"}),
-        ({"uncertainty": False}, {"experts", "gating", "rectified"}),
-        ({"gating": False, "uncertainty": False, "refine": False}, set()),
+        ({"refine": False}, {"experts", "gating", "uncertainty", "review"}),
+        ({"gating": False}, {"rectified", "uncertainty", "review"}),
+        ({"uncertainty": False}, {"experts", "gating", "rectified", "review"}),
+        ({"gating": False, "uncertainty": False, "refine": False}, {"review"}),  # the organs' review, always
     ],
 )
 def test_output_toggles(ctInStudy, tinyPack, options, expected):
