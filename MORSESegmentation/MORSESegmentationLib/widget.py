@@ -1,9 +1,14 @@
-"""The module panel's behaviour: parameter node ↔ widgets, model choice, Apply ↔ Cancel, progress, log and notes.
+"""The module panel's behaviour: parameter node ↔ widgets, model choice, Apply ↔ Cancel, progress, log, notes, review.
 
 The panel only starts, cancels and listens: the run itself (worker process, progress, output nodes) belongs to the
 logic (:meth:`~MORSESegmentationLib.logic.SegmentationLogic.startRun` and its ``onProgress`` / ``onLog`` /
 ``onFinished`` callbacks). Widget names are those of ``Resources/UI/MORSESegmentation.ui`` (a test checks that every
 ``self.ui.<name>`` used here exists there). User-visible strings go through ``_()`` (Slicer's ``slicer.i18n.tr``).
+
+The Review section shows the review table of the last run (or, after a scene is loaded, of the selected input's latest
+run): the organs, and the ranked regions to check. It observes that table node and redraws whenever it changes (a
+status set here, from the Python console or in the Tables module); clicks go to the logic (``jumpToRegion``,
+``setReviewStatus``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from slicer.util import VTKObservationMixin
 from . import modelCatalog
 from .logic import activeVolume
 from .parameters import Preferences
+from .reviewTable import CORRECTED, REVIEWED, TO_REVIEW
 from .runOptions import RunOptions
 
 FROM_DISK_KEY = "__from_disk__"
@@ -44,6 +50,39 @@ RUN_INPUTS = (
     "deviceComboBox",
     "installDependenciesButton",
 )
+
+
+def reviewText(value: str) -> str:
+    """The panel's words for a review status, region kind or organ flag (the table stores the English keys)."""
+    return {
+        "to review": _("to review"),
+        "reviewed": _("reviewed"),
+        "corrected": _("corrected"),
+        "uncertain": _("uncertain"),
+        "head disagreement": _("head disagreement"),
+        "absent": _("absent"),
+        "truncated": _("truncated"),
+        "fragmented": _("fragmented"),
+        "low confidence": _("low confidence"),
+        "implausible region": _("implausible region"),
+    }.get(value, value)
+
+
+def _number(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _organCells(organ: dict) -> list:
+    """Organ, volume (ml, 0.1), confidence, flags: one row of the organ table."""
+    flags = ", ".join(reviewText(flag) for flag in organ["flags"])
+    return [organ["organ"], _number(organ["volume_ml"], 1), _number(organ["confidence"], 2), flags]
+
+
+def _regionCells(region: dict) -> list:
+    """Rank, organ, kind, volume (ml, 0.1), mean uncertainty, status: one row of the region table."""
+    kind, status = reviewText(region["kind"] or ""), reviewText(region["status"])
+    volume, uncertainty = _number(region["volume_ml"], 1), _number(region["mean_uncertainty"], 2)
+    return [str(region["rank"]), region["organ"], kind, volume, uncertainty, status]
 
 
 def stageText(stage: str) -> str:
@@ -77,6 +116,11 @@ class MORSESegmentationPanel(VTKObservationMixin):
         self._startedAt = 0.0
         self._progressValue = 0
         self._flushingClicks = False
+        self._reviewTableNode = None
+        self._reviewScene = None
+        self._reviewVolumeID = ""
+        self._reviewRanks: list[int] = []
+        self._updatingReview = False
 
         ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChoiceChanged)
@@ -90,6 +134,12 @@ class MORSESegmentationPanel(VTKObservationMixin):
         ui.progressBar.setSizePolicy(policy)
         ui.progressBar.hide()
         ui.resultNotesLabel.hide()
+        ui.reviewRegionsTable.connect("cellClicked(int,int)", self.onReviewRegionClicked)
+        ui.reviewRegionsTable.connect("itemSelectionChanged()", self._updateReviewButtons)
+        ui.markReviewedButton.connect("clicked(bool)", lambda _checked=False: self.onMarkRegion(REVIEWED))
+        ui.markCorrectedButton.connect("clicked(bool)", lambda _checked=False: self.onMarkRegion(CORRECTED))
+        ui.markToReviewButton.connect("clicked(bool)", lambda _checked=False: self.onMarkRegion(TO_REVIEW))
+        self.showReview(None)
         self.populateModels()
 
     # -- parameter node --------------------------------------------------------------------------------------------
@@ -135,6 +185,12 @@ class MORSESegmentationPanel(VTKObservationMixin):
             self.preferences.device = params.device
         self._updateDeviceLabel()
         self._checkCanApply()
+        volume = params.inputVolume
+        volumeID = volume.GetID() if volume is not None else ""
+        if volumeID != self._reviewVolumeID and not self.isRunning():
+            # another input (or a loaded scene): the review of its latest run, if it has one
+            self._reviewVolumeID = volumeID
+            self.showReview(self.logic.reviewTableOf(volume) if volume is not None else None)
 
     # -- model choice ----------------------------------------------------------------------------------------------
 
@@ -380,6 +436,119 @@ class MORSESegmentationPanel(VTKObservationMixin):
         self.ui.show3DButton.setSegmentationNode(outputs.segmentation)
         self._updateDeviceLabel(outputs.device)
         self._showNotes(list(outputs.messages))
+        self._reviewVolumeID = outputs.inputVolume.GetID()
+        self.showReview(outputs.reviewTable)
+
+    # -- review ----------------------------------------------------------------------------------------------------
+
+    def showReview(self, tableNode) -> None:
+        """Show the review table node ``tableNode`` (None: nothing) and follow its changes and its removal."""
+        if self._reviewTableNode is not None:
+            self.removeObserver(self._reviewTableNode, vtk.vtkCommand.ModifiedEvent, self._onReviewTableModified)
+        if self._reviewScene is not None:
+            self.removeObserver(self._reviewScene, self._reviewScene.NodeRemovedEvent, self._onReviewTableModified)
+            self._reviewScene = None
+        if tableNode is not self._reviewTableNode:
+            self._reviewRanks = []  # a selection in another table means nothing here
+        self._reviewTableNode = tableNode
+        if tableNode is not None:
+            self.addObserver(tableNode, vtk.vtkCommand.ModifiedEvent, self._onReviewTableModified)
+            if tableNode.GetScene() is not None:  # a removed node says nothing itself: the scene does
+                self._reviewScene = tableNode.GetScene()
+                self.addObserver(self._reviewScene, self._reviewScene.NodeRemovedEvent, self._onReviewTableModified)
+        self._updateReview()
+
+    def _reviewTable(self):
+        """The shown review table node, while it is still in the scene."""
+        node = self._reviewTableNode
+        if node is None or node.GetScene() is None or not node.GetScene().IsNodePresent(node):
+            return None
+        return node
+
+    def _onReviewTableModified(self, caller=None, event=None) -> None:
+        if caller is self._reviewScene:
+            if self._reviewTable() is None:
+                self.showReview(None)  # the table was deleted (e.g. in the Data module)
+            return  # else another node was removed
+        self._updateReview()
+
+    def _selectedRegionRank(self):
+        row = self.ui.reviewRegionsTable.currentRow()
+        return self._reviewRanks[row] if 0 <= row < len(self._reviewRanks) else None
+
+    def _updateReview(self) -> None:
+        """Fill the organ and region tables from the review table node (empty and disabled without one)."""
+        ui = self.ui
+        table = self._reviewTable()
+        try:
+            rows = self.logic.reviewList(table) if table is not None else []
+        except ValueError as exc:  # edited (in the Tables module) into something that is no review table
+            self._panelLog(str(exc), logging.ERROR)
+            table, rows = None, []
+        organs = [r for r in rows if r["entry"] == "organ"]
+        regions = [r for r in rows if r["entry"] == "region"]
+        selected = self._selectedRegionRank()
+        self._updatingReview = True
+        try:
+            _fillTable(ui.reviewOrgansTable, [_organCells(o) for o in organs])
+            _fillTable(
+                ui.reviewRegionsTable,
+                [_regionCells(r) for r in regions],
+                [
+                    _("Centre (RAS): {r:.1f}, {a:.1f}, {s:.1f} mm. Click to centre the slice views here.").format(
+                        r=r["centroid_ras"][0], a=r["centroid_ras"][1], s=r["centroid_ras"][2]
+                    )
+                    for r in regions
+                ],
+            )
+            self._reviewRanks = [r["rank"] for r in regions]
+            if selected in self._reviewRanks:
+                ui.reviewRegionsTable.setCurrentCell(self._reviewRanks.index(selected), 0)
+        finally:
+            self._updatingReview = False
+        ui.reviewOrgansTable.enabled = bool(organs)
+        ui.reviewRegionsTable.enabled = bool(regions)
+        if table is None:
+            ui.reviewSummaryLabel.text = _("No review yet: after a run, its organs and the regions to check are here.")
+        elif not regions:
+            ui.reviewSummaryLabel.text = _("{name}: no regions to check (they need the uncertainty map).").format(
+                name=table.GetName()
+            )
+        else:
+            counts = {status: sum(r["status"] == status for r in regions) for status in (REVIEWED, CORRECTED)}
+            ui.reviewSummaryLabel.text = _(
+                "{name}: {count} region(s) to check, {reviewed} reviewed, {corrected} corrected. Click a region to "
+                "centre the slice views on it."
+            ).format(name=table.GetName(), count=len(regions), reviewed=counts[REVIEWED], corrected=counts[CORRECTED])
+        self._updateReviewButtons()
+
+    def _updateReviewButtons(self) -> None:
+        if self._updatingReview:
+            return
+        enabled = self._selectedRegionRank() is not None and self._reviewTable() is not None
+        for button in (self.ui.markReviewedButton, self.ui.markCorrectedButton, self.ui.markToReviewButton):
+            button.enabled = enabled
+
+    def onReviewRegionClicked(self, row: int, column: int = 0) -> None:
+        """A click on a region: centre the slice views on it (through the logic)."""
+        table = self._reviewTable()
+        if table is None or not 0 <= row < len(self._reviewRanks):
+            return
+        try:
+            self.logic.jumpToRegion(table, self._reviewRanks[row])
+        except ValueError as exc:  # the table was edited into something else meanwhile
+            self._panelLog(str(exc), logging.ERROR)
+        self._updateReviewButtons()
+
+    def onMarkRegion(self, status: str) -> None:
+        """Set the selected region's status (through the logic; the table node's change redraws the panel)."""
+        table, rank = self._reviewTable(), self._selectedRegionRank()
+        if table is None or rank is None:
+            return
+        try:
+            self.logic.setReviewStatus(table, rank, status)
+        except ValueError as exc:
+            self._panelLog(str(exc), logging.ERROR)
 
     # -- scene / teardown ------------------------------------------------------------------------------------------
 
@@ -389,6 +558,8 @@ class MORSESegmentationPanel(VTKObservationMixin):
         # The button keeps its node after the scene forgets it; the nodes of a closed scene are not to be shown.
         self.ui.show3DButton.setSegmentationNode(None)
         self._showNotes([])
+        self._reviewVolumeID = ""
+        self.showReview(None)
         self.setParameterNode(None)
         self._checkCanApply()
 
@@ -397,6 +568,19 @@ class MORSESegmentationPanel(VTKObservationMixin):
         self.onSceneStartClose()
         self.removeObservers()
         self.logic.cleanup()
+
+
+def _fillTable(widget, rows: list, toolTips: list | None = None) -> None:
+    """Replace the rows of a ``QTableWidget`` with ``rows`` (lists of cell texts), each row's cells with its tip."""
+    widget.setRowCount(0)
+    widget.setRowCount(len(rows))
+    for index, cells in enumerate(rows):
+        for column, text in enumerate(cells):
+            item = qt.QTableWidgetItem(text)
+            if toolTips:
+                item.setToolTip(toolTips[index])
+            widget.setItem(index, column, item)
+    widget.resizeColumnsToContents()  # narrow numbers, whole names: the panel is narrow
 
 
 def _firstImageVolume():

@@ -113,6 +113,21 @@ class Session:
             raw, event = self._mouse(widget, kind)
             QtWidgets.QApplication.sendEvent(raw, event)
 
+    def clickCell(self, table, row: int, column: int = 0) -> None:
+        """Press and release on a cell of a table widget (on its viewport, where Qt takes cell clicks), now."""
+        raw = pythonQt.unwrap(table)
+        item = raw.item(row, column)
+        raw.scrollToItem(item)
+        viewport = raw.viewport()
+        centre = QtCore.QPointF(raw.visualItemRect(item).center())
+        glob = QtCore.QPointF(viewport.mapToGlobal(centre.toPoint()))
+        for kind in (QtCore.QEvent.Type.MouseButtonPress, QtCore.QEvent.Type.MouseButtonRelease):
+            event = QtGui.QMouseEvent(
+                kind, centre, glob, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.MouseButton.LeftButton,
+                QtCore.Qt.KeyboardModifier.NoModifier,
+            )  # fmt: skip
+            QtWidgets.QApplication.sendEvent(viewport, event)
+
     def queueClick(self, widget, double: bool = False) -> None:
         """Post a click (or a double-click: press, release, double-click, release) for the next event processing."""
         kinds = [QtCore.QEvent.Type.MouseButtonPress, QtCore.QEvent.Type.MouseButtonRelease]

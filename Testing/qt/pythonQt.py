@@ -221,6 +221,8 @@ _CLASSES = [
     QtWidgets.QPlainTextEdit,
     QtWidgets.QProgressBar,
     QtWidgets.QScrollBar,
+    QtWidgets.QTableWidget,
+    QtWidgets.QTableWidgetItem,  # not a QObject: handed out as it is (PythonQt's methods, no properties)
     QtWidgets.QVBoxLayout,
     QtWidgets.QHBoxLayout,
     QtWidgets.QFormLayout,

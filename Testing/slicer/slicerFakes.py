@@ -179,6 +179,50 @@ class FakeShow3DButton(FakeWidget):
         self.segmentationNode = node
 
 
+class FakeTableWidget(FakeWidget):
+    """Rows of items, a current row; ``clickCell`` emits what a click on a cell makes Qt emit."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self._items: dict[tuple[int, int], object] = {}
+        self._rows = 0
+        self._current = -1
+
+    @property
+    def rowCount(self):
+        return self._rows
+
+    def setRowCount(self, count):
+        self._rows = count
+        self._items = {key: item for key, item in self._items.items() if key[0] < count}
+        if self._current >= count:
+            self.setCurrentCell(-1, -1)
+
+    def setItem(self, row, column, item):
+        self._items[(row, column)] = item
+
+    def item(self, row, column):
+        return self._items.get((row, column))
+
+    def currentRow(self):
+        return self._current
+
+    def setCurrentCell(self, row, column):
+        if row != self._current:
+            self._current = row
+            self.emit("itemSelectionChanged")
+
+    def resizeColumnsToContents(self):
+        pass
+
+    def rowTexts(self, row):
+        return [self._items[key].text() for key in sorted(k for k in self._items if k[0] == row)]
+
+    def clickCell(self, row, column=0):
+        self.setCurrentCell(row, column)
+        self.emit("cellClicked", row, column)
+
+
 FAKES = {
     "QPushButton": FakeButton,
     "QLabel": FakeLabel,
@@ -186,6 +230,7 @@ FAKES = {
     "ctkPathLineEdit": FakePathLineEdit,
     "QProgressBar": FakeProgressBar,
     "qMRMLSegmentationShow3DButton": FakeShow3DButton,
+    "QTableWidget": FakeTableWidget,
 }
 
 

@@ -69,11 +69,31 @@ class _QTimer:
             slot()
 
 
+class _QTableWidgetItem:
+    """A table cell's text and tool tip (the item the panel puts into its fake tables)."""
+
+    def __init__(self, text=""):
+        self._text, self._toolTip = str(text), ""
+
+    def text(self):
+        return self._text
+
+    def setText(self, text):
+        self._text = str(text)
+
+    def toolTip(self):
+        return self._toolTip
+
+    def setToolTip(self, text):
+        self._toolTip = str(text)
+
+
 def _makeQt() -> types.ModuleType:
     qt = types.ModuleType("qt")
-    qt.__doc__ = "MORSE test stand-in for PythonQt's qt module (settings and timer only; no widgets)."
+    qt.__doc__ = "MORSE test stand-in for PythonQt's qt module (settings, timer, table items; no widgets)."
     qt.QSettings = _QSettings
     qt.QTimer = _QTimer
+    qt.QTableWidgetItem = _QTableWidgetItem
     qt.Qt = types.SimpleNamespace(ToolTipRole=3, WaitCursor=3)
     return qt
 

@@ -62,7 +62,9 @@ class InProcessWorker:
             events.append(WorkerEvent("error", text=InProcessWorker.fail, data=ids))
         else:
             volume = np.load(run.workDir / request["input"])
-            result = segment_volume(volume, np.asarray(request["ijk_to_ras"]), request["model"], "cpu")
+            result = segment_volume(
+                volume, np.asarray(request["ijk_to_ras"]), request["model"], "cpu", review=request["review"]
+            )
             out = write_result(result, run.workDir / request["output"])
             events.append(WorkerEvent("done", data={**ids, "output": str(out)}))
         self._events = events
@@ -266,3 +268,55 @@ def test_scene_close_cancels_a_running_segmentation(env):
     assert InProcessWorker.instances[-1].killed
     assert not panel.isRunning() and not panel.logic._timer.isActive()
     assert ui.show3DButton.segmentationNode is None
+
+
+def test_review_section_follows_the_runs_review_table(env):
+    ct = addCt()
+    panel, ui = makePanel()
+    assert ui.reviewOrgansTable.rowCount == ui.reviewRegionsTable.rowCount == 0
+    assert not ui.reviewRegionsTable.enabled and not ui.markReviewedButton.enabled
+    assert ui.reviewSummaryLabel.text.startswith("No review yet")
+    ui.applyButton.click()
+    runToEnd(panel)
+    table = slicer.util.getNode("CT MORSE review")
+    rows = panel.logic.reviewList(table)
+    organs = [r for r in rows if r["entry"] == "organ"]
+    regions = [r for r in rows if r["entry"] == "region"]
+    assert InProcessWorker.instances[-1].requests[-1]["review"] is True
+    assert regions and ui.reviewRegionsTable.enabled
+    assert [ui.reviewOrgansTable.rowTexts(i)[0] for i in range(ui.reviewOrgansTable.rowCount)] == [
+        o["organ"] for o in organs
+    ]
+    liver = ui.reviewOrgansTable.rowTexts(0)
+    assert liver[1] == f"{organs[0]['volume_ml']:.1f}" and liver[2] == f"{organs[0]['confidence']:.2f}"
+    assert liver[3] == ", ".join(organs[0]["flags"])
+    assert ui.reviewRegionsTable.rowTexts(0) == [
+        "1",
+        regions[0]["organ"],
+        regions[0]["kind"],
+        f"{regions[0]['volume_ml']:.1f}",
+        f"{regions[0]['mean_uncertainty']:.2f}",
+        "to review",
+    ]
+    assert "Centre (RAS)" in ui.reviewRegionsTable.item(0, 0).toolTip()
+
+    jumps = []
+    panel.logic.jumpToRegion = lambda node, rank: jumps.append((node, rank))  # the logic's own is tested alone
+    ui.reviewRegionsTable.clickCell(0, 2)
+    assert jumps == [(table, 1)] and ui.markReviewedButton.enabled
+    ui.markCorrectedButton.click()
+    assert panel.logic.reviewList(table)[len(organs)]["status"] == "corrected"  # written to the table node
+    assert ui.reviewRegionsTable.rowTexts(0)[-1] == "corrected"  # and shown, the row still selected
+    assert ui.reviewRegionsTable.currentRow() == 0 and "1 corrected" in ui.reviewSummaryLabel.text
+    panel.logic.setReviewStatus(table, 1, "reviewed")  # from the Python console: the panel follows
+    assert ui.reviewRegionsTable.rowTexts(0)[-1] == "reviewed" and "1 reviewed" in ui.reviewSummaryLabel.text
+
+    other = addCt("Other")
+    panel._parameterNode.inputVolume = other  # a volume without a run: nothing to review
+    assert ui.reviewRegionsTable.rowCount == 0 and not ui.markReviewedButton.enabled
+    panel._parameterNode.inputVolume = ct  # back: its latest review, statuses and all
+    assert ui.reviewRegionsTable.rowTexts(0)[-1] == "reviewed"
+    slicer.mrmlScene.RemoveNode(table)  # deleted in the Data module
+    assert ui.reviewRegionsTable.rowCount == 0 and ui.reviewSummaryLabel.text.startswith("No review yet")
+    closeScene(panel)
+    assert ui.reviewOrgansTable.rowCount == 0 and panel._reviewTableNode is None
