@@ -166,3 +166,22 @@ def test_per_case_budget_runs_merge_into_one_choice():
     assert merged["cases"] == ["a", "b"] and merged["chosen"] == 2.0  # margin 1 changes 1 % of case b
     assert merged["summary"]["2"]["cells_share_of_fixed"] == pytest.approx(0.4)
     assert merged["summary"]["1"]["refine_share_of_fixed"] == pytest.approx(0.25)
+
+
+def test_a_workload_may_take_an_argument_called_name(monkeypatch):
+    """The peers' workload takes ``name``; the bench once died there with 'got multiple values for argument'."""
+    import json
+    import types
+
+    from morse.bench import bench_command
+
+    seen = []
+
+    def run(cmd, **_kwargs):
+        seen.append(cmd)
+        return types.SimpleNamespace(stdout='MORSE-BENCH-RESULT {"seconds": 1.5}', stderr="", returncode=0)
+
+    monkeypatch.setattr(bench_command.subprocess, "run", run)
+    assert bench_command._child("peer_network", 2, name="segresnet", path="ct.nii.gz") == {"seconds": 1.5}
+    assert seen[0][-2] == "peer_network"
+    assert json.loads(seen[0][-1]) == {"name": "segresnet", "path": "ct.nii.gz", "threads": 2}

@@ -43,18 +43,19 @@ REPO = Path(__file__).resolve().parents[3]
 BUDGET_REPORT = REPO / "docs" / "results" / "render_budget.json"  # written by morse.bench.render_budget
 
 
-def _child(name: str, threads: int, timeout: float = 3600, cmd: list[str] | None = None, **kwargs) -> dict:
+def _child(workload: str, threads: int, /, timeout: float = 3600, cmd: list[str] | None = None, **kwargs) -> dict:
     """Run one workload in a fresh Python process and return its JSON result (``cmd``: a script of its own that
-    prints the same result line)."""
+    prints the same result line). ``workload`` and ``threads`` are positional only, so that a workload may take
+    arguments of any name (the peers take ``name``)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = cmd or [sys.executable, "-m", "morse.bench.workloads", name, json.dumps({**kwargs, "threads": threads})]
-    log.info("bench: %s %s", name, json.dumps(kwargs))
+    cmd = cmd or [sys.executable, "-m", "morse.bench.workloads", workload, json.dumps({**kwargs, "threads": threads})]
+    log.info("bench: %s %s", workload, json.dumps(kwargs))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     for line in proc.stdout.splitlines():
         if line.startswith("MORSE-BENCH-RESULT "):
             return json.loads(line.split(" ", 1)[1])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    raise MorseError(f"benchmark workload {name} failed (exit {proc.returncode}): " + " | ".join(tail))
+    raise MorseError(f"benchmark workload {workload} failed (exit {proc.returncode}): " + " | ".join(tail))
 
 
 def _verdict(value: float, target: float, lower_is_better: bool = True) -> str:
