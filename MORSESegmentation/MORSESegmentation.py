@@ -260,15 +260,25 @@ class MORSESegmentationTest(ScriptedLoadableModuleTest):
         inputMatrix = ijkToRasArray(volume)
         inputShape = slicer.util.arrayFromVolume(volume).shape
         self.delayDisplay("Segmenting with the default model")
-        outputs = MORSESegmentationLogic().process(volume, model="default")
+        logic = MORSESegmentationLogic()
+        outputs = logic.process(volume, model="default")
 
         segmentation = outputs.segmentation.GetSegmentation()
         names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
         self.assertEqual(names, [label.name for label in pack.labels])
         self.assertEqual(outputs.segmentation.GetName(), f"{volume.GetName()} MORSE")
 
+        # The review table lists every organ, then the regions in rank order, all still to review.
+        review = logic.reviewList(outputs)
+        self.assertEqual([r["organ"] for r in review if r["entry"] == "organ"], names)
+        ranks = [r["rank"] for r in review if r["entry"] == "region"]
+        self.assertEqual(ranks, list(range(1, len(ranks) + 1)))
+        self.assertEqual({r["status"] for r in review}, {"to review"})
+
         # Every output lies on the input's voxel grid (same IJK->RAS, same shape).
         for node in outputs.createdNodes:
+            if node.IsA("vtkMRMLTableNode"):
+                continue  # the review table: rows, no grid
             if node.IsA("vtkMRMLVolumeNode"):
                 matrix, shape = ijkToRasArray(node), slicer.util.arrayFromVolume(node).shape
             else:
