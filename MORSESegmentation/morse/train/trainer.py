@@ -289,9 +289,19 @@ class Trainer:
             preprocessing=self.cfg.preprocessing,
             labels=self.labels,
             description=self.cfg.description,
+            inference=_inference_settings(self.cfg),
             training=training,
             overwrite=True,
         )
+
+
+def _inference_settings(cfg: ExperimentConfig) -> dict:
+    """The pack's ``inference`` block: a 3D CNN slides windows of its training patch (without it, inference takes 96³
+    windows, padding a thin MR or a patch trained deeper into something the network never saw); transformer backbones
+    have a fixed input size of their own."""
+    if cfg.model.spatial_dims == 3 and not cfg.model.backbone.img_size:
+        return {"roi_size": [int(p) for p in cfg.data.patch_size]}
+    return {}
 
 
 def _load_pretrained(model: MorseModel, path: str) -> None:
