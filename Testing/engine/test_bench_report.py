@@ -185,3 +185,39 @@ def test_a_workload_may_take_an_argument_called_name(monkeypatch):
     assert bench_command._child("peer_network", 2, name="segresnet", path="ct.nii.gz") == {"seconds": 1.5}
     assert seen[0][-2] == "peer_network"
     assert json.loads(seen[0][-1]) == {"name": "segresnet", "path": "ct.nii.gz", "threads": 2}
+
+
+def test_uncertainty_costs_in_the_report_with_the_default_verdict():
+    r = _results(11.0, 16.0)
+    options = ("margin", "refined-margin", "mc-entropy")
+    r["uncertainty"] = {"cost": {"margin": 1.01, "refined-margin": 1.02, "mc-entropy": 1.84},
+                        "seconds": {"network": 10.0, "mc": 8.0, "flip": 9.0}, "slices": 96, "samples": 4,
+                        "map_seconds": dict.fromkeys(options, 0.1), "default": "refined-margin"}  # fmt: skip
+    text = render(r)
+    assert "| `mc-entropy` | Monte-Carlo routing | 0.10 | 1.84× |" in text
+    assert "`refined-margin`: **1.02×** the refined run's network (target ≤ 1.3×: **met**)" in text
+    r["uncertainty"]["cost"]["refined-margin"] = 1.4
+    assert "(target ≤ 1.3×: **missed**)" in render(r)
+    assert "Not measured in this run." in render(_results(11.0, 16.0))
+
+
+def test_uncertainty_cost_workload_on_a_real_ct(tmp_path):
+    """The bench's uncertainty row, for real: the shipped pack on 3 slices of the registry CT."""
+    import SimpleITK as sitk  # noqa: N813
+    from morse.bench.uncertainty_cost import option_costs
+    from morse.data.cases import case_path
+    from morse.modelpack import load_model_pack
+    from morse.uncertainty import maps
+
+    ct = case_path("abdomen-ct")
+    image = sitk.ReadImage(str(ct))
+    mid = image.GetSize()[2] // 2
+    slab = tmp_path / "slab.nii.gz"
+    sitk.WriteImage(image[:, :, mid - 3 : mid + 3], str(slab))
+    r = option_costs(str(slab), str(load_model_pack("default").path), stride=2, samples=2)
+    assert r["slices"] == 3 and r["default"] == "refined-margin"
+    assert set(r["cost"]) == set(maps.OPTIONS) and all(v >= 1.0 for v in r["cost"].values())
+    # the mirrored pass is a second whole network: about twice the refined run, above every free option
+    free = max(r["cost"][o] for o in maps.FREE)
+    assert min(r["cost"][o] for o in maps.FLIP) > max(free, 1.4)
+    assert r["seconds"]["mc"] > 0 and r["seconds"]["flip"] > 0

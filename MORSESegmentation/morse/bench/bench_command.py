@@ -9,9 +9,12 @@ Tables (medians after a warm-up; every configuration in a fresh child process fo
    (stride 2) and uncertainty;
 3. the peers a user would run instead (MONAI SegResNet as Auto3DSeg builds it, an nnU-Net-style 3D full-resolution
    UNet), random weights, MONAI's sliding window, a fixed number of windows timed and scaled to the whole CT;
-4. one 2D training step (batch 4, 256²): backbone only vs the ``fast`` preset vs the ``paper`` preset;
-5. one 3D patch (96³) for a 3D UNet and UNETR: backbone vs MORSE inference;
-6. CUDA with bf16 autocast, when ``--device cuda`` runs on a GPU.
+4. the adaptive rendering budget against the fixed one on the BTCV cases (``docs/results/render_budget.json``, written
+   by :mod:`morse.bench.render_budget`);
+5. what each uncertainty option costs over the refined run (:mod:`morse.bench.uncertainty_cost`);
+6. one 2D training step (batch 4, 256²): backbone only vs the ``fast`` preset vs the ``paper`` preset;
+7. one 3D patch (96³) for a 3D UNet and UNETR: backbone vs MORSE inference;
+8. CUDA with bf16 autocast, when ``--device cuda`` runs on a GPU.
 
 Every target is listed first, met or missed; a missed whole-volume target says by how much and where the time went.
 """
@@ -99,6 +102,9 @@ def run(args) -> int:
         for mode in ("backbone", "refined", "full", "full_float")
     }
     results["stage_flops"] = _child("stage_flops", threads, path=vol_path, model=model)
+    results["uncertainty"] = _child(
+        "uncertainty_options", threads, path=vol_path, model=model, stride=4 if quick else 2
+    )
     with tempfile.TemporaryDirectory() as tmp:
         results["segment_cli"] = _child("segment_cli_memory", threads, path=vol_path, model=model, out_dir=tmp)
     windows = 1 if quick else max(1, int(getattr(args, "peer_windows", 2)))
@@ -382,6 +388,8 @@ def _budget_section(budget: dict | None) -> list[str]:
 
 
 def render(r: dict) -> str:
+    from .uncertainty_cost import render as render_uncertainty
+
     wv = r["whole_volume"]
     base = wv["backbone"]["seconds"]
     ratio_ref, ratio_full = wv["refined"]["seconds"] / base, wv["full"]["seconds"] / base
@@ -440,7 +448,11 @@ def render(r: dict) -> str:
         "",
         *_budget_section(r.get("render_budget")),
         "",
-        f"## 5. One 2D training step (batch {ts['batch']}, {ts['size']}², forward + backward + AdamW, CPU)",
+        "## 5. What each uncertainty option costs",
+        "",
+        *render_uncertainty(r.get("uncertainty")),
+        "",
+        f"## 6. One 2D training step (batch {ts['batch']}, {ts['size']}², forward + backward + AdamW, CPU)",
         "",
         "| configuration | step (s) | ratio to backbone | peak RSS (MB) |",
         "|:---|---:|---:|---:|",
@@ -454,7 +466,7 @@ def render(r: dict) -> str:
         "",
         "- Accuracy of `fast` against `paper` on the same data: see `ablation.md` (section *fast vs paper preset*).",
         "",
-        f"## 6. One 3D patch ({r['patch_3d']['size']}³, inference, CPU)",
+        f"## 7. One 3D patch ({r['patch_3d']['size']}³, inference, CPU)",
         "",
         "| network | backbone (s) | + MORSE (s) | ratio | MORSE stages: backbone / refine (s) |",
         "|:---|---:|---:|---:|:---|",
@@ -464,7 +476,7 @@ def render(r: dict) -> str:
         st = m["stages"]
         lines.append(f"| {name} | {b['seconds']:.2f} | {m['seconds']:.2f} | {m['seconds'] / b['seconds']:.2f}× | "
                      f"{st.get('backbone', 0):.2f} / {st.get('refine', 0):.2f} |")  # fmt: skip
-    lines += ["", "## 7. CUDA, bf16 autocast", ""]
+    lines += ["", "## 8. CUDA, bf16 autocast", ""]
     cuda = r["cuda"]
     if "skipped" in cuda:
         lines.append(

@@ -250,7 +250,15 @@ def peer_network(
     return {**measure(name, path, windows, device=device, bf16=bf16, quick=quick), "peak_rss_mb": peak_rss_mb()}
 
 
+def uncertainty_options(path: str, model: str, stride: int) -> dict:
+    """Each uncertainty option's cost over the refined run's network (see :mod:`morse.bench.uncertainty_cost`)."""
+    from .uncertainty_cost import option_costs
+
+    return {**option_costs(path, model, stride), "peak_rss_mb": peak_rss_mb()}
+
+
 WORKLOADS = {
+    "uncertainty_options": uncertainty_options,
     "segment_stages": segment_stages,
     "peer_network": peer_network,
     "stage_flops": stage_flops,

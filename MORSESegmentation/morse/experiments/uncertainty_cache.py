@@ -27,6 +27,39 @@ def cache_key(case_name: str, pack, samples: int, seed: int, stride: int) -> str
     return f"{case_name}-{digest}.npz"
 
 
+def soft_batches(image, ijk_to_ras, pack, samples: int, seed: int, stride: int = 1, batch: int = 16,
+                 timings: dict[str, float] | None = None):  # fmt: skip
+    """The scan's model-grid slices through :func:`morse.uncertainty.passes.soft_pass` (Monte-Carlo routing and
+    the mirrored pass included), ``batch`` slices at a time.
+
+    Returns ``(prep, keep, batches)``: the preprocessing record of :func:`morse.inference.preprocess.prepare` (its
+    image kept to the slices ``keep``, every ``stride``-th axial slice of the reoriented volume) and an iterator of
+    ``(rows, size, SoftBatch)``, ``rows`` the kept-slice range of the batch and ``size`` the unpadded model-grid
+    ``(H, W)`` to crop to.
+    ``timings`` accumulates the seconds per part of the passes."""
+    from ..inference.pipeline import get_model
+    from ..inference.preprocess import pad_to_multiple, prepare, resize
+    from ..uncertainty.passes import mirror_channels, soft_pass
+
+    net = get_model(pack, torch.device("cpu"))
+    prep = prepare(image, ijk_to_ras, pack.preprocessing, 2)
+    keep = np.arange(0, prep.shape[0], stride)
+    prep.image = prep.image[keep]
+    hw = tuple(prep.model_shape[1:])
+    generator = torch.Generator().manual_seed(seed)
+    mirror = mirror_channels(pack.labels)
+
+    def batches():
+        for s in range(0, prep.image.shape[0], batch):
+            x = resize(torch.from_numpy(prep.image[s : s + batch]).unsqueeze(1), hw)
+            x, size = pad_to_multiple(x, net.size_multiple)
+            x = x.contiguous(memory_format=torch.channels_last)
+            b = soft_pass(net, x, samples=samples, flip=True, mirror=mirror, generator=generator, timings=timings)
+            yield slice(s, s + x.shape[0]), size, b
+
+    return prep, keep, batches()
+
+
 def compute_case(
     image, label, ijk_to_ras, pack, samples: int, seed: int, stride: int = 1, batch: int = 16
 ) -> dict[str, np.ndarray]:
@@ -34,15 +67,11 @@ def compute_case(
 
     ``stride``: every ``stride``-th axial slice of the reoriented volume only (a 2D model sees each slice alone, so
     the kept slices get exactly the values of a full run); the returned ``ijk_to_ras`` spaces them accordingly."""
-    from ..inference.pipeline import get_model
-    from ..inference.preprocess import crop, pad_to_multiple, prepare, resize
+    from ..inference.preprocess import crop
     from ..uncertainty.grid import model_grid_ijk_to_ras, resize_slices
-    from ..uncertainty.passes import mirror_channels, soft_pass
 
-    net = get_model(pack, torch.device("cpu"))
-    prep = prepare(image, ijk_to_ras, pack.preprocessing, 2)
-    keep = np.arange(0, prep.shape[0], stride)
-    prep.image = prep.image[keep]
+    timings: dict[str, float] = {}
+    prep, keep, batches = soft_batches(image, ijk_to_ras, pack, samples, seed, stride, batch, timings)
     hw = tuple(prep.model_shape[1:])
     depth = len(keep)
     c = int(pack.config.num_classes)
@@ -54,16 +83,7 @@ def compute_case(
         "mc_mutual": np.zeros((depth, *hw), np.float16),
         "flip_refined": np.zeros((c, depth, *hw), np.float16),
     }
-    timings: dict[str, float] = {}
-    generator = torch.Generator().manual_seed(seed)
-    mirror = mirror_channels(pack.labels)
-    for s in range(0, depth, batch):
-        x = torch.from_numpy(prep.image[s : s + batch]).unsqueeze(1)
-        x = resize(x, hw)
-        x, size = pad_to_multiple(x, net.size_multiple)
-        x = x.contiguous(memory_format=torch.channels_last)
-        b = soft_pass(net, x, samples=samples, flip=True, mirror=mirror, generator=generator, timings=timings)
-        rows = slice(s, s + x.shape[0])
+    for rows, size, b in batches:
         out["coarse"][:, rows] = crop(b.coarse.float(), size).transpose(0, 1).numpy()
         out["refined"][:, rows] = crop(b.refined.float(), size).transpose(0, 1).numpy()
         out["rectified"][rows] = crop(b.rectified, size).numpy()

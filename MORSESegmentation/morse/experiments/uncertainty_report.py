@@ -188,16 +188,7 @@ def score_part(cases, pack, temperature: float, default: str, review_threshold: 
 
 def costs(part: PartResult) -> dict[str, float]:
     """Seconds of each option over the refined run's network seconds (backbone + rendering head), as a ratio."""
-    net = part.seconds["network"]
-    out = {}
-    for option in maps.OPTIONS:
-        extra = part.map_seconds[option]
-        if option in maps.MONTE_CARLO:
-            extra += part.seconds["mc"]
-        if option in maps.FLIP:
-            extra += part.seconds["flip"]
-        out[option] = (net + extra) / net
-    return out
+    return maps.cost_ratios(part.seconds, part.map_seconds)
 
 
 def component_auroc(components: list[dict], key: str) -> float:

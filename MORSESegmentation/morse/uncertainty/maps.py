@@ -28,7 +28,7 @@ from torch import Tensor
 from .names import FLIP, FREE, MONTE_CARLO, OPTIONS
 from .passes import SoftBatch
 
-__all__ = ["FLIP", "FREE", "MONTE_CARLO", "OPTIONS", "from_logits", "option_map"]
+__all__ = ["FLIP", "FREE", "MONTE_CARLO", "OPTIONS", "cost_ratios", "from_logits", "option_map"]
 DEFAULT_OPTION = "refined-entropy"
 
 
@@ -104,3 +104,20 @@ def from_logits(coarse: Tensor, refined: Tensor, rectified: Tensor | None, optio
         raise ValueError(f"{option!r} needs extra network passes; the pipeline computes only {', '.join(FREE)}")
     batch = SoftBatch(coarse=coarse, refined=refined, rectified=rectified)
     return option_map(option, batch, temperature).unsqueeze(1).clamp_(0, 1)
+
+
+def cost_ratios(seconds: dict[str, float], map_seconds: dict[str, float]) -> dict[str, float]:
+    """Each option's cost over the refined run's network (backbone + rendering head), as a ratio.
+
+    ``seconds``: the parts of :func:`morse.uncertainty.passes.soft_pass` (``"network"``, and ``"mc"`` / ``"flip"``
+    when those passes ran); ``map_seconds``: the seconds of each option's :func:`option_map`."""
+    net = seconds["network"]
+    out = {}
+    for option in OPTIONS:
+        extra = map_seconds[option]
+        if option in MONTE_CARLO:
+            extra += seconds["mc"]
+        if option in FLIP:
+            extra += seconds["flip"]
+        out[option] = (net + extra) / net
+    return out

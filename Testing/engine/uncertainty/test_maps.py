@@ -105,3 +105,12 @@ def test_stochastic_routing_touches_only_the_smoe_flag():
         assert net.features.training
         assert not net.backbone.training and not any(m.training for m in net.features.children())
     assert not net.features.training
+
+
+def test_cost_ratios_add_each_options_passes_to_the_network():
+    seconds = {"network": 2.0, "mc": 1.0, "flip": 2.0}
+    cost = maps.cost_ratios(seconds, dict.fromkeys(maps.OPTIONS, 0.2))
+    assert cost["refined-margin"] == pytest.approx(1.1)  # its map only
+    assert cost["mc-entropy"] == pytest.approx(1.6)  # + the routing samples
+    assert cost["flip-entropy"] == pytest.approx(2.1)  # + the mirrored pass
+    assert set(cost) == set(maps.OPTIONS)
