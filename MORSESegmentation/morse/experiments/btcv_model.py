@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 
-from ..fileutils import replace_folder, sha256_file
 from ..modelpack import DEFAULT_MODEL_ID, models_dir
-from ..staging import publish_permissions, staging_dir
+from .publish import publish_pack
 from .runs import Job, evaluate_job, hardware, run_jobs
 
 REPO = Path(__file__).resolve().parents[3]
@@ -90,21 +88,8 @@ def metrics_block(report: dict, data: str, reference: str, split: str = "test", 
 
 
 def install(job: Job, target: Path, **fields) -> Path:
-    """Publish the trained pack of ``job`` at ``target`` as model ``abdomen-ct-morse2d``: its weights (checksum
-    verified) and its ``model.json`` updated with ``fields``, written in a staging folder and swapped in whole."""
-    meta = json.loads((job.pack / "model.json").read_text(encoding="utf-8"))
-    weights = job.pack / meta["weights"]["file"]
-    if sha256_file(weights) != meta["weights"]["sha256"]:
-        raise RuntimeError(f"{weights}: checksum differs from its model.json")
-    training = {**meta["training"], **fields.pop("training", {})}
-    meta.update(model_id=DEFAULT_MODEL_ID, name="MORSE abdominal CT (2D UNet)", **fields, training=training)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = staging_dir(target)
-    shutil.copyfile(weights, tmp / "model.safetensors")
-    (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    publish_permissions(tmp)
-    replace_folder(tmp, target)
-    return target
+    """Publish the trained pack of ``job`` at ``target`` as model ``abdomen-ct-morse2d`` (:func:`publish_pack`)."""
+    return publish_pack(job.pack, target, model_id=DEFAULT_MODEL_ID, name="MORSE abdominal CT (2D UNet)", **fields)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,15 +19,13 @@ import json
 import logging
 import math
 import random
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..fileutils import replace_folder, sha256_file
 from ..modelpack import models_dir
-from ..staging import publish_permissions, staging_dir
 from .btcv_model import metrics_block
+from .publish import publish_pack
 from .runs import Job, evaluate_job, hardware, run_jobs
 
 REPO = Path(__file__).resolve().parents[3]
@@ -147,22 +145,11 @@ def label_terms(labels: list[dict]) -> list[dict]:
 
 
 def install(job: Job, target: Path, **fields) -> Path:
-    """Publish the trained pack of ``job`` at ``target`` as model :data:`MODEL_ID`: its weights (checksum verified)
-    and its ``model.json`` updated with ``fields``, written in a staging folder and swapped in whole."""
-    meta = json.loads((job.pack / "model.json").read_text(encoding="utf-8"))
-    weights = job.pack / meta["weights"]["file"]
-    if sha256_file(weights) != meta["weights"]["sha256"]:
-        raise RuntimeError(f"{weights}: checksum differs from its model.json")
-    training = {**meta["training"], **fields.pop("training", {})}
-    meta.update(model_id=MODEL_ID, name="MORSE abdominal MR T2 (3D UNet)", labels=label_terms(meta["labels"]))
-    meta.update(**fields, training=training)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = staging_dir(target)
-    shutil.copyfile(weights, tmp / "model.safetensors")
-    (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    publish_permissions(tmp)
-    replace_folder(tmp, target)
-    return target
+    """Publish the trained pack of ``job`` at ``target`` as model :data:`MODEL_ID` (:func:`publish_pack`), its labels
+    with their SNOMED-CT terms."""
+    labels = json.loads((job.pack / "model.json").read_text(encoding="utf-8"))["labels"]
+    name = "MORSE abdominal MR T2 (3D UNet)"
+    return publish_pack(job.pack, target, model_id=MODEL_ID, name=name, labels=label_terms(labels), **fields)
 
 
 def main(argv: list[str] | None = None) -> int:
