@@ -6,7 +6,6 @@ Needs the data fetched (``morse fetch-data``, done by ``make test``); skips only
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -49,14 +48,11 @@ def test_required_sources_are_verified(registry_root):
     assert [p.name for p in (ts / "totalsegmentator").iterdir()] == ["map_to_binary.py"]
 
 
-def test_second_fetch_is_a_fast_no_op(registry_root):
+def test_second_fetch_is_a_no_op(registry_root):
     markers = {n: (source_dir(n, registry_root) / MARKER) for n in REQUIRED_SOURCES}
     before = {n: m.stat().st_mtime_ns for n, m in markers.items()}
-    t0 = time.perf_counter()
     fetch()
-    elapsed = time.perf_counter() - t0
     assert {n: m.stat().st_mtime_ns for n, m in markers.items()} == before
-    assert elapsed < 1.0, f"a cached fetch took {elapsed:.2f} s"
 
 
 def test_totalsegmentator_ids_come_from_the_sdist():
@@ -125,9 +121,7 @@ def test_nifti_case_reference_labels():
 def test_label_is_cached_after_the_first_call():
     path = cases.case_label_path("abdomen-ct-dicom")
     stamp = path.stat().st_mtime_ns
-    t0 = time.perf_counter()
     assert cases.case_label_path("abdomen-ct-dicom", fetch=False) == path
-    assert time.perf_counter() - t0 < 0.5
     assert path.stat().st_mtime_ns == stamp
 
 
@@ -177,9 +171,7 @@ def test_registry_ct_dataset_passes_the_nnunet_reader():
 def test_registry_dataset_is_built_once():
     folder = convert.build_registry_dataset("abdomen-ct-synapse8")
     stamp = (folder / "dataset.json").stat().st_mtime_ns
-    t0 = time.perf_counter()
     assert convert.build_registry_dataset("abdomen-ct-synapse8") == folder
-    assert time.perf_counter() - t0 < 0.5
     assert (folder / "dataset.json").stat().st_mtime_ns == stamp
 
 
