@@ -123,8 +123,9 @@ print(json.dumps({"bytes_per_voxel": (growth[2] - growth[1]) / (250 * 48 * 48)})
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable peak RSS")
 def test_peak_memory_grows_only_by_the_input_and_outputs(tmp_path):
     """The peak of a run grows with the number of slices by exactly the volume-sized arrays of the estimate: the
-    input (4 bytes per voxel, float32), its prepared copy (4) and the outputs (28 with every map as float32, the
-    default of ``segment_volume``). Measured as the difference between the peak growth (Linux VmHWM, reset before
+    input (4 bytes per voxel, float32) and the outputs (28 with every map as float32, the default of
+    ``segment_volume``), plus the larger of the prepared copy (4, while the network runs) and the post-processing
+    scratch (7, after it). Measured as the difference between the peak growth (Linux VmHWM, reset before
     each run) of runs on 50 and on 300 slices of 48², so per-batch costs cancel. A reoriented copy of the gating maps
     (+20), a whole-volume argmax (+8) or a float copy of the labels (+4) would break the bound."""
     engine_tests = str(Path(__file__).resolve().parents[1])
@@ -136,7 +137,10 @@ def test_peak_memory_grows_only_by_the_input_and_outputs(tmp_path):
     per_voxel = json.loads(run.stdout.strip().splitlines()[-1])["bytes_per_voxel"]
     cfg = tiny_model_config()
     e = memory.estimate((1, 48, 48), 4, (1, 48, 48), cfg, refine=True, gating=True, uncertainty=True, batch_size=4)
-    expected = e.input + e.prepared + e.outputs  # per voxel: one slice of 48² voxels → divide
-    expected /= 48 * 48
-    assert expected == 36
+    # per voxel (one slice of 48² voxels → divide): the network phase holds the prepared copy, the post-processing
+    # phase its scratch instead; segment_volume writes nothing, so the writing phase does not count here
+    network = (e.input + e.prepared + e.outputs) / (48 * 48)
+    postprocessing = (e.input + e.phases["postprocessing"]) / (48 * 48)
+    assert (network, postprocessing) == (36, 39)
+    expected = max(network, postprocessing)
     assert 0.8 * expected <= per_voxel <= 1.05 * expected, per_voxel
