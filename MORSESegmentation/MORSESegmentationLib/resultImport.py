@@ -306,7 +306,8 @@ def _reviewTable(transaction, naming: _Naming, inputVolume, result):
     out.placeUnder(node, naming.parentItem)
     regions = len(result.review.get("regions", []))
     node.SetDescription(
-        f"MORSE review: the organs (volume, confidence, flags) and {regions} region(s) to check, ranked by volume x "
+        f"MORSE review: the organs (volume, confidence, flags) and {regions} {'region' if regions == 1 else 'regions'}"
+        " to check, ranked by volume x "
         "mean uncertainty; the status column says which were reviewed or corrected. "
         f"Model {naming.modelText}."
     )

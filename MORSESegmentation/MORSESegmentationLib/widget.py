@@ -321,7 +321,8 @@ class MORSESegmentationPanel(VTKObservationMixin):
             label.text = ""
             label.hide()
             return
-        lines = [_("Check this result ({count} note(s)):").format(count=len(messages))]
+        heading = _("Check this result (1 note):") if len(messages) == 1 else _("Check this result ({count} notes):")
+        lines = [heading.format(count=len(messages))]
         lines += [f"• {text}" for text in messages]
         label.text = "\n".join(lines)
         label.setStyleSheet(WARN_STYLE)
@@ -516,10 +517,15 @@ class MORSESegmentationPanel(VTKObservationMixin):
             )
         else:
             counts = {status: sum(r["status"] == status for r in regions) for status in (REVIEWED, CORRECTED)}
-            ui.reviewSummaryLabel.text = _(
-                "{name}: {count} region(s) to check, {reviewed} reviewed, {corrected} corrected. Click a region to "
-                "centre the slice views on it."
-            ).format(name=table.GetName(), count=len(regions), reviewed=counts[REVIEWED], corrected=counts[CORRECTED])
+            text = (
+                _("{name}: 1 region to check, {reviewed} reviewed, {corrected} corrected.")
+                if len(regions) == 1
+                else _("{name}: {count} regions to check, {reviewed} reviewed, {corrected} corrected.")
+            )
+            text += " " + _("Click a region to centre the slice views on it.")
+            ui.reviewSummaryLabel.text = text.format(
+                name=table.GetName(), count=len(regions), reviewed=counts[REVIEWED], corrected=counts[CORRECTED]
+            )
         self._updateReviewButtons()
 
     def _updateReviewButtons(self) -> None:

@@ -175,6 +175,7 @@ def test_device_fallback_is_said_once(session, report):
     lines = session.logLines()[start:]
     assert sum(FALLBACK in line for line in lines) == 1, lines
     assert ui.resultNotesLabel.visible and FALLBACK in ui.resultNotesLabel.text  # in plain sight, too
+    assert ui.resultNotesLabel.text.startswith("Check this result (1 note):")
     combo.currentIndex = combo.findText("auto")
     idle(session)
 
