@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import shutil
 import subprocess
 import textwrap
@@ -124,12 +125,26 @@ def test_optional_nested_configs_still_build_and_check_their_choices():
         config.from_dict(config.ModelConfig, {"features": {"kind": "moe"}})
 
 
-def _python39() -> str | None:
-    exe = shutil.which("python3.9")
-    if exe is None:
-        return None  # a pyenv shim answers only with a 3.9 selected (PYENV_VERSION=3.9.x)
+def _is_python39(exe: str) -> bool:
     probe = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
-    return exe if probe.returncode == 0 and probe.stdout.strip() == "(3, 9)" else None
+    return probe.returncode == 0 and probe.stdout.strip() == "(3, 9)"
+
+
+@functools.lru_cache(maxsize=1)
+def _python39() -> str | None:
+    """A Python 3.9 interpreter: ``python3.9`` on the PATH, else one that pyenv has installed but not selected."""
+    exe = shutil.which("python3.9")
+    if exe is not None and _is_python39(exe):
+        return exe
+    if shutil.which("pyenv") is None:
+        return None
+    listed = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True).stdout.split()
+    for version in sorted((v for v in listed if v.startswith("3.9.")), reverse=True):
+        prefix = subprocess.run(["pyenv", "prefix", version], capture_output=True, text=True).stdout.strip()
+        candidate = Path(prefix) / "bin" / "python3.9"
+        if prefix and candidate.is_file() and _is_python39(str(candidate)):
+            return str(candidate)
+    return None
 
 
 @pytest.mark.skipif(_python39() is None, reason="no Python 3.9 interpreter here")
