@@ -7,7 +7,7 @@ import json
 import numpy as np
 from morse.inference.result import SegmentationResult
 from morse.labels import LabelInfo
-from morse.uncertainty.components import disc, label_components, uncertain_regions
+from morse.uncertainty.components import _opening_in_box, disc, label_components, uncertain_regions
 from morse.uncertainty.review import (
     ReviewSettings,
     build_review,
@@ -135,3 +135,22 @@ def test_components_and_structuring_element():
     u[0, 0, :] = 1.0  # a one-voxel line: removed by the opening
     regions = uncertain_regions(u, 0.5, (1.0, 1.0, 1.0), 1.0, 1)
     assert len(regions) == 1 and regions[0].voxels == 21  # the 5×5 square opened by a cross loses its 4 corners
+
+
+def test_opening_on_the_bounding_box_equals_scipy_on_the_whole_volume():
+    """The review opens only the bounding box of the uncertain voxels; on masks that touch the volume's edges, hold
+    thin lines and blobs, the result must equal scipy's opening of the whole array voxel for voxel."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        mask = np.zeros((6, 40, 48), bool)
+        for _ in range(rng.integers(1, 6)):
+            z, y, x = rng.integers(0, (6, 40, 48))
+            h, w = rng.integers(1, 12, size=2)
+            mask[z : z + 2, y : y + h, x : x + w] = True
+        mask |= rng.random(mask.shape) < 0.01  # isolated voxels, some on the borders
+        structure = disc((rng.uniform(1, 3), rng.uniform(1, 3)))
+        expected = ndimage.binary_opening(mask, structure=structure)
+        np.testing.assert_array_equal(_opening_in_box(mask, structure), expected, err_msg=f"trial {trial}")
+    assert not _opening_in_box(np.zeros((2, 5, 5), bool), disc((1.0, 1.0))).any()
