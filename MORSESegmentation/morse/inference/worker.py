@@ -14,7 +14,7 @@ it), on a ``shutdown`` request, or after ``--idle-timeout`` seconds without a re
 
 Requests, one JSON object per line on stdin::
 
-    {"op": "segment", "id": "3", "request": "/tmp/morse-run-x/request.json"}
+    {"op": "segment", "id": "3", "request": "RUN_FOLDER/request.json"}
     {"op": "shutdown"}
 
 Request file (JSON, written by the caller)::
