@@ -70,7 +70,7 @@ def _opening_in_box(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     uncertain voxels are a small share of a scan, so this is the cheaper way on a whole CT."""
     from scipy import ndimage
 
-    box = ndimage.find_objects(mask.astype(np.uint8))
+    box = ndimage.find_objects(mask.view(np.uint8))  # a view of the bools: no volume-sized copy
     out = np.zeros_like(mask)
     if box and box[0] is not None:
         out[box[0]] = ndimage.binary_opening(mask[box[0]], structure=structure)
