@@ -89,6 +89,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=_positive_int, help="override train.iterations")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument(
+        "--cache",
+        metavar="FILE",
+        help="training arrays on the model grid: read from FILE when it exists, else built from the dataset and "
+        "written there (to train where the dataset is not, e.g. on a GPU machine)",
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:

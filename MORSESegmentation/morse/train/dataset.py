@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ..config import ExperimentConfig
 from ..errors import DataError
 from ..labels import LabelInfo
+from .cache import load_training_cache, save_training_cache
 from .volumes import TrainingVolume, to_model_grid
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,23 @@ def label_infos(names: dict[str, int]) -> list[LabelInfo]:
     return infos
 
 
-def load_training_data(cfg: ExperimentConfig) -> tuple[list[TrainingVolume], list[LabelInfo], dict]:
-    """(training volumes, classes, provenance) for ``cfg.data``."""
+def load_training_data(
+    cfg: ExperimentConfig, cache: str | Path | None = None
+) -> tuple[list[TrainingVolume], list[LabelInfo], dict]:
+    """(training volumes, classes, provenance) for ``cfg.data``. With ``cache`` (a file path): read them from that
+    file when it exists (:mod:`morse.train.cache`; the dataset is not opened), else read the dataset and write it."""
+    if cache is not None and Path(cache).is_file():
+        volumes, names, provenance = load_training_cache(cache, cfg)
+        log.info("training data: %d cases from the cache %s", len(volumes), cache)
+        return volumes, label_infos(names), provenance
+    volumes, names, provenance = _read_dataset(cfg)
+    if cache is not None:
+        save_training_cache(cache, cfg, volumes, names, provenance)
+        log.info("training cache written: %s", cache)
+    return volumes, label_infos(names), provenance
+
+
+def _read_dataset(cfg: ExperimentConfig) -> tuple[list[TrainingVolume], dict[str, int], dict]:
     from ..data import readers
     from ..data.convert import resolve_dataset
 
@@ -61,6 +78,5 @@ def load_training_data(cfg: ExperimentConfig) -> tuple[list[TrainingVolume], lis
             raise DataError(f"{case.name}: training case without a label map")
         volumes.append(to_model_grid(case.name, image, label, ijk_to_ras, cfg.preprocessing, cfg.model.spatial_dims))
         log.info("training case %s: model grid %s", case.name, volumes[-1].image.shape)
-    labels = label_infos(readers.dataset_labels(folder) or {})
     provenance = {"dataset": cfg.data.dataset, "train_cases": [c.name for c in cases]}
-    return volumes, labels, provenance
+    return volumes, readers.dataset_labels(folder) or {}, provenance

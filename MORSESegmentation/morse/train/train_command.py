@@ -32,7 +32,7 @@ def run(args) -> int:
         logging.getLogger("morse").setLevel(logging.WARNING)
     try:
         with rank_zero_first(info):
-            volumes, labels, provenance = load_training_data(cfg)
+            volumes, labels, provenance = load_training_data(cfg, args.cache)
         provenance["config_file"] = _portable_path(args.config)
         trainer = Trainer(cfg, out, volumes, labels, device=args.device, resume=args.resume, provenance=provenance)
         result = trainer.run()
