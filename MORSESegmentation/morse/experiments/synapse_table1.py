@@ -34,6 +34,7 @@ ROWS = {
     "iar": "(d) + IAR",
     "morse": "(e) MORSE (SMoE + IAR)",
     "morse-6k": "(e′) MORSE, 6 000 iterations",
+    "morse-paper": "(e″) MORSE, `paper` preset",  # GPU only (morse.experiments.gpu_table1)
 }
 # Training order: the comparison that matters most (backbone vs MORSE, two seeds each) first, then the other rows,
 # then a second seed of the row whose refinement gained most, a third MORSE seed on the 3 000-iteration schedule,
