@@ -38,6 +38,18 @@ def test_rows_average_their_seeds_with_the_spread():
     assert "| `m1` | 3 | 3 |" in invented(results)
 
 
+def test_the_refinement_gain_gets_its_own_spread_over_seeds():
+    results = {
+        "m1": _entry("morse", 1, 0.60, 0.64),
+        "m2": _entry("morse", 2, 0.70, 0.71),
+        "m3": _entry("morse", 3, 0.62, 0.63),
+    }
+    notes = refinement_vs_seed_noise(results)
+    # gains +4, +1, +1: mean 2.0, sample standard deviation 1.7; the outputs' own seed spread is larger (5.3, 4.4)
+    assert "refined − coarse +4.0, +1.0, +1.0 mean DSC points (per seed, +2.0 ± 1.7 over the 3 seeds)" in notes
+    assert "(e) MORSE (SMoE + IAR) coarse: standard deviation 5.3 DSC points" in notes
+
+
 def test_scored_keeps_every_scoring_and_writes_undefined_values_as_null():
     report = {
         "units": "mm",

@@ -197,9 +197,15 @@ def refinement_vs_seed_noise(results: dict, split: str = "test") -> str:
         }  # fmt: skip
         best = max(organ_delta, key=organ_delta.get)
         worst = min(organ_delta, key=organ_delta.get)
+        # refined and coarse come from the same weights: the gain's own spread over seeds, not the seed spread of
+        # either output, says whether it is more than noise
+        paired = ""
+        if len(deltas) > 1:
+            mean, std = _mean_std(deltas)
+            paired = f", {mean:+.1f} ± {std:.1f} over the {len(deltas)} seeds"
         lines.append(
             f"- {ROWS[row]}: refined − coarse {', '.join(f'{d:+.1f}' for d in deltas)} mean DSC points "
-            f"(per seed); most helped {HEADERS[best]} {organ_delta[best]:+.1f}, most hurt {HEADERS[worst]} "
+            f"(per seed{paired}); most helped {HEADERS[best]} {organ_delta[best]:+.1f}, most hurt {HEADERS[worst]} "
             f"{organ_delta[worst]:+.1f}"
         )
     for row, entries in _by_row(results).items():
