@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-import tarfile
 
 import pytest
 from morse.experiments.gpu_report import markdown, unpack
@@ -36,25 +36,37 @@ def test_every_row_has_a_config_and_a_table_name():
     assert (paper.gating, paper.gating_kernel, paper.expert_dim) == ("dense", 3, 256)
 
 
-def test_only_runs_that_came_back_are_unpacked_and_reported(tmp_path):
-    back, runs = tmp_path / "back", tmp_path / "runs"
+def test_runs_come_back_as_float16_tars_and_unpack_to_loadable_packs(tmp_path):
+    from morse.experiments.gpu_table1 import _pack_run
+    from morse.modelpack import load_model_pack, resolve_model_path
+    from safetensors.torch import load_file
+
     name = run_name("morse", 1337)
-    (tmp_path / name / "model").mkdir(parents=True)
-    (tmp_path / name / "model" / "model.json").write_text("{}")
+    run, back, runs = tmp_path / "work" / name, tmp_path / "back", tmp_path / "runs"
+    shutil.copytree(resolve_model_path("default"), run / "model")  # a real trained pack stands for the run's output
+    (run / "metrics.csv").write_text("step,total\n1,2.0\n")
     back.mkdir()
-    with tarfile.open(back / f"{name}.tar", "w") as tar:
-        tar.add(tmp_path / name, arcname=name)
+    tar = _pack_run(run, back)
+    size = tar.stat().st_size
+    assert size < 0.55 * (run / "model" / "model.safetensors").stat().st_size  # float16 travels, not float32
     record = {"device": "NVIDIA H200", "torch": "2.11.0", "seed": 1337, "budget_s": 480.0, "iterations": 24000,
               "bf16_autocast": True, "calibration_s_per_step": {"morse": 0.0195, "backbone": 0.0081},
-              "runs": {"morse": {"name": name, "status": "finished", "wall_time_s": 432.0, "tar": f"{name}.tar"},
+              "runs": {"morse": {"name": name, "status": "finished", "wall_time_s": 432.0, "tar": tar.name},
                        "backbone": {"name": run_name("backbone", 1337), "status": "stopped at the deadline"}},
               "total_s": 470.0}  # fmt: skip
     (back / "gpu-runs.json").write_text(json.dumps(record))
     got, jobs = unpack(back, runs)
     assert [j.name for j in jobs] == [name] and jobs[0].extra["row"] == "morse" and jobs[0].done
-    assert (runs / name / "model" / "model.json").is_file()
+    pack = runs / name / "model"
+    load_model_pack(pack).build()  # verifies the sha256 in model.json against the float32 file written back
+    assert "float16" in json.loads((pack / "model.json").read_text())["training"]["returned_as"]
+    before, after = load_file(run / "model" / "model.safetensors"), load_file(pack / "model.safetensors")
+    assert before.keys() == after.keys() and all(after[k].dtype == before[k].dtype for k in before)
+    worst = max(float(((after[k] - before[k]).abs() / before[k].abs().clamp_min(1e-3)).max()) for k in before)
+    assert 0 < worst < 1e-3  # rounded to float16 (11 significant bits), not lost
+    assert (runs / name / "metrics.csv").is_file()
     text = markdown(got, {})
-    assert "**24000 iterations**" in text
+    assert "**24000 iterations**" in text and "came back as float16" in text
     assert "morse 20 ms, backbone 8 ms" in text
     assert f"| `{name}` | finished | 7.2 min |" in text
     assert "| stopped at the deadline | – |" in text
