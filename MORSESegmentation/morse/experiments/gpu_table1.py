@@ -99,6 +99,14 @@ def _wait(procs: dict, deadline: float) -> dict[str, str]:
     return status
 
 
+def _show_logs(run_dirs: dict[str, Path], lines: int = 15) -> None:
+    """The end of each run's log on stderr: the run folders stay on the device, its output comes back."""
+    for row, run_dir in run_dirs.items():
+        text = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+        tail = "\n".join(text.splitlines()[-lines:])
+        print(f"--- {row}: end of {run_dir.name}/train.log ---\n{tail}", file=sys.stderr)
+
+
 def _step_time(run_dir: Path) -> float:
     """Mean seconds per step over the last logged window of a run's metrics.csv."""
     with open(run_dir / "metrics.csv", encoding="utf-8") as f:
@@ -114,7 +122,8 @@ def calibrate(
     status = _wait(procs, deadline)
     failed = {r: s for r, s in status.items() if s != "finished"}
     if failed:
-        raise RuntimeError(f"calibration runs did not finish: {failed}; see {work}/*/train.log")
+        _show_logs({r: procs[r][1] for r in failed})
+        raise RuntimeError(f"calibration runs did not finish: {failed}")
     return {row: _step_time(out) for row, (_, out) in procs.items()}
 
 
@@ -169,7 +178,7 @@ def train(args) -> int:
         raise SystemExit(f"{cache}: no training cache; build it where the data is: gpu_table1 cache")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work).resolve()
+    work = Path(args.work).resolve() / time.strftime("%Y%m%d-%H%M%S")  # a fresh folder: never resumes a stale run
     record: dict = {"device": _device_name(torch, device), "torch": torch.__version__, "rows": list(args.rows),
                     "seed": args.seed, "budget_s": args.budget, "bf16_autocast": device == "cuda"}  # fmt: skip
     try:
@@ -181,6 +190,7 @@ def train(args) -> int:
         log.info("calibration %s s/step; %d iterations for every row in %.0f s", times, iterations, left)
         procs = _launch(args.rows, args.seed, iterations, work / "runs", cache, device)
         status = _wait(procs, deadline - PACKING_S)
+        _show_logs({r: procs[r][1] for r, st in status.items() if st.startswith("failed")})
         record["runs"] = {}
         for row, (_, run_dir) in procs.items():
             entry = {"name": run_dir.name, "status": status[row]}
