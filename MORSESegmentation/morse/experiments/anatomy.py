@@ -452,9 +452,17 @@ def confidence_verdict(rows: list[dict]) -> str:
     best = max(scored, key=lambda r: (r["mean_dsc_all"], -r["min_confidence"]))
     t = best["min_confidence"]
     if t == 0:
+        level = [
+            r["min_confidence"] for r in scored if r["min_confidence"] > 0 and r["mean_dsc_all"] == best["mean_dsc_all"]
+        ]
+        what = (
+            f"Thresholds up to {max(level):g} leave the mean DSC on these cases as it is and higher ones lower it"
+            if level
+            else "Every threshold above 0 lowers the mean DSC on these cases"
+        )
         return (
-            "Every threshold above 0 lowers the mean DSC on these cases (what it drops is mostly real organ tissue: "
-            "the last column), so the pack keeps `min_confidence` at 0: the confidence rule stays off."
+            f"{what} (what they drop is mostly real organ tissue: the last column), so the pack keeps "
+            "`min_confidence` at 0: the confidence rule stays off."
         )
     return f"Best on these cases: `min_confidence` {t:g} (mean DSC, all organs, {_f(best['mean_dsc_all'])})."
 

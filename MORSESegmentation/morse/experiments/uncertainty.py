@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--json", help="also write every number here")
     p.add_argument(
+        "--install", action="store_true", help="write the calibration chosen on the validation cases into the pack"
+    )
+    p.add_argument(
         "--cache-only",
         metavar="PART",
         help="only compute the cached arrays of PART: validation, test, registry, or case names (parallel workers)",
@@ -54,9 +57,43 @@ def main(argv: list[str] | None = None) -> int:
             cached(folder, name, load, pack, stride_of(name))
         return 0
     report = run_all(args, pack, folder)
+    if args.install:
+        install_calibration(pack, report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
     return 0
+
+
+OBJECTIVE = (
+    "temperature: NLL of the reference on near-organ voxels; option: best near-organ AUROC within 1.3x the refined "
+    "run; review_threshold: top-5 % cut of near-organ voxels; low_confidence: best invented-vs-real component "
+    "separation"
+)
+
+
+def install_calibration(pack, report: dict) -> None:
+    """``model.json`` → ``calibration`` of ``pack`` from what :func:`run_all` chose on the validation cases; the
+    review list's region settings (opening, smallest region) stay as the pack had them."""
+    from ..uncertainty.review import ReviewSettings
+    from .publish import publish_pack
+
+    before = pack.meta.get("calibration") or {}
+    cal, chosen = report["calibration"], report["chosen"]
+    block = {
+        "uncertainty": chosen["option"],
+        "temperature": round(cal["temperature"], 4),
+        "review_threshold": round(chosen["review_threshold"], 4),
+        "low_confidence": chosen["low_confidence"],
+        "opening_mm": before.get("opening_mm", ReviewSettings.opening_mm),
+        "min_region_ml": before.get("min_region_ml", ReviewSettings.min_region_ml),
+        "fitted_on": VALIDATION.split(","),
+        "objective": OBJECTIVE,
+        "nll_before": round(cal["nll_before"], 5),
+        "nll_after": round(cal["nll_after"], 5),
+        "voxels": cal["voxels"],
+    }
+    publish_pack(pack.path, pack.path, calibration=block)
+    print(f"calibration written into {pack.path / 'model.json'}")
 
 
 def run_all(args, pack, folder) -> dict:
