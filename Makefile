@@ -83,6 +83,7 @@ experiment: $(VENV)/.stamp-base
 default-model: $(VENV)/.stamp-base
 	$(MORSE) fetch-data
 	$(PY) -m morse.experiments.btcv_model --data $(BTCV_DATA)
+	$(PY) -m morse.experiments.uncertainty --data $(BTCV_DATA) --install
 
 # the module's run on the sample CT (main venv, through its worker process), then its output nodes made by the
 # module's own import in a trame-slicer scene and rendered offscreen (EGL; no display, server or GPU needed)
