@@ -29,6 +29,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from .runs import Job
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
@@ -63,11 +65,6 @@ def plan_iterations(step_times_s: dict[str, float], seconds: float, most: int = 
     return min(most, fit)
 
 
-def _command(row: str, seed: int, iterations: int, out: Path, cache: Path, device: str) -> list[str]:
-    return [sys.executable, "-m", "morse.cli", "train", str(config_of(row)), "--out", str(out), "--seed", str(seed),
-            "--iterations", str(iterations), "--cache", str(cache), "--device", device]  # fmt: skip
-
-
 def _launch(rows, seed, iterations, work: Path, cache: Path, device: str) -> dict[str, tuple[subprocess.Popen, Path]]:
     threads = max(1, (os.cpu_count() or 1) // len(rows))  # patch sampling and augmentation run on the CPU
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -76,7 +73,7 @@ def _launch(rows, seed, iterations, work: Path, cache: Path, device: str) -> dic
         out = work / run_name(row, seed)
         out.mkdir(parents=True, exist_ok=True)
         logfile = open(out / "train.log", "w", encoding="utf-8")  # noqa: SIM115 - the child keeps it open
-        cmd = _command(row, seed, iterations, out, cache, device)
+        cmd = Job(out.name, config_of(row), seed, out, iterations, device=device, cache=cache).command()
         procs[row] = (subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=REPO), out)
         logfile.close()
     return procs

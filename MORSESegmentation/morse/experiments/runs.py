@@ -35,6 +35,8 @@ class Job:
     extra: dict = field(default_factory=dict)
 
     pack_dir: Path | None = None  # an already trained pack (e.g. the shipped model) instead of ``out/model``
+    device: str = "cpu"
+    cache: Path | None = None  # training arrays (``morse train --cache``) instead of the dataset
 
     @property
     def pack(self) -> Path:
@@ -46,9 +48,11 @@ class Job:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "morse.cli", "train", str(self.config), "--out", str(self.out), "--seed",
-               str(self.seed), "--device", "cpu"]  # fmt: skip
+               str(self.seed), "--device", self.device]  # fmt: skip
         if self.iterations:
             cmd += ["--iterations", str(self.iterations)]
+        if self.cache is not None:
+            cmd += ["--cache", str(self.cache)]
         if (self.out / "checkpoint.pt").is_file():
             cmd.append("--resume")
         return cmd

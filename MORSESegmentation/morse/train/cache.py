@@ -88,8 +88,9 @@ def load_training_cache(path: str | Path, cfg: ExperimentConfig) -> tuple[list[T
             volumes = []
             for i, name in enumerate(meta["cases"]):
                 image = data[f"image_{i}"]
-                image = image.astype(np.float32) / 255.0 if meta["image_encoding"] == "uint8/255" else image
-                volumes.append(TrainingVolume(name, image.astype(np.float32), data[f"label_{i}"]))
+                if meta["image_encoding"] == "uint8/255":
+                    image = np.divide(image, np.float32(255), dtype=np.float32)  # one float32 array, no second copy
+                volumes.append(TrainingVolume(name, image.astype(np.float32, copy=False), data[f"label_{i}"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # missing, truncated or foreign file
         raise DataError(f"{path}: cannot read the training cache ({exc}); delete it to build it again") from None
     return volumes, meta["names"], meta["provenance"]
